@@ -1,0 +1,307 @@
+//! One figment chain, validated once at start: the embedded defaults, then an
+//! optional TOML file, then `FAILOVER_`-prefixed environment variables
+//! (`__` separates levels: `FAILOVER_CLOUDSTACK__SECRET_KEY`).
+//!
+//! Secrets are [`SecretString`]s: their `Debug` output is redacted and they are
+//! never serialized back, so a settings dump in a log cannot leak them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use url::Url;
+
+/// The defaults every deployment starts from.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Environment variable prefix of every setting.
+pub const ENV_PREFIX: &str = "FAILOVER_";
+
+/// Environment variable naming an optional configuration file.
+pub const CONFIG_FILE_ENV: &str = "FAILOVER_CONFIG";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {path} does not exist")]
+    MissingFile { path: PathBuf },
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] Box<figment::Error>),
+    #[error("invalid configuration: {0}")]
+    Rule(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub log: LogSettings,
+    pub gateway: GatewaySettings,
+    pub database: DatabaseSettings,
+    pub amqp: AmqpSettings,
+    pub cloudstack: CloudStackSettings,
+    pub linstor: LinstorSettings,
+    pub virt_customize: VirtCustomizeSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct GatewaySettings {
+    pub rest_listen: SocketAddr,
+    pub grpc_listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseSettings {
+    /// Holds the password, when there is one.
+    pub url: SecretString,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AmqpSettings {
+    /// Holds the broker password.
+    pub url: SecretString,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CloudStackSettings {
+    /// The API endpoint, `http(s)://HOST:8080/client/api`.
+    pub endpoint: Url,
+    pub api_key: String,
+    pub secret_key: SecretString,
+    #[serde(with = "humantime_serde")]
+    pub signature_lifetime: Duration,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    pub max_retries: u32,
+    #[serde(with = "humantime_serde")]
+    pub retry_initial_backoff: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_max_backoff: Duration,
+    #[serde(with = "humantime_serde")]
+    pub async_poll_initial: Duration,
+    #[serde(with = "humantime_serde")]
+    pub async_poll_max: Duration,
+    #[serde(with = "humantime_serde")]
+    pub async_job_deadline: Duration,
+    #[serde(deserialize_with = "empty_path_is_none")]
+    pub ca_cert_path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LinstorSettings {
+    /// The controller's REST base, `http(s)://HOST:3370`.
+    pub endpoint: Url,
+    #[serde(deserialize_with = "empty_secret_is_none")]
+    pub bearer_token: Option<SecretString>,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    pub max_retries: u32,
+    #[serde(with = "humantime_serde")]
+    pub retry_initial_backoff: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_max_backoff: Duration,
+    #[serde(deserialize_with = "empty_path_is_none")]
+    pub ca_cert_path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct VirtCustomizeSettings {
+    /// The program to run: `virt-customize`, or a path to it.
+    pub command: PathBuf,
+    /// The virtio-win ISO or an unpacked directory of it.
+    pub virtio_win_path: PathBuf,
+    #[serde(with = "humantime_serde")]
+    pub deadline: Duration,
+}
+
+fn empty_path_is_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    let raw = Option::<String>::deserialize(d)?;
+    Ok(raw.filter(|s| !s.trim().is_empty()).map(PathBuf::from))
+}
+
+fn empty_secret_is_none<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<SecretString>, D::Error> {
+    let raw = Option::<SecretString>::deserialize(d)?;
+    Ok(raw.filter(|s| !s.expose_secret().trim().is_empty()))
+}
+
+impl Settings {
+    /// Loads the settings: defaults, then `file` (or the file named by
+    /// `FAILOVER_CONFIG`), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let from_env = std::env::var_os(CONFIG_FILE_ENV).map(PathBuf::from);
+        let file = file.map(Path::to_path_buf).or(from_env);
+        Self::from_figment(Self::figment(file.as_deref())?)
+    }
+
+    /// The figment chain, for callers that merge more providers on top
+    /// (tests, command-line flags).
+    pub fn figment(file: Option<&Path>) -> Result<Figment, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::MissingFile {
+                    path: path.to_path_buf(),
+                });
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        Ok(figment.merge(
+            Env::prefixed(ENV_PREFIX)
+                .ignore(&["CONFIG"])
+                .split("__"),
+        ))
+    }
+
+    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let settings: Settings = figment.extract().map_err(Box::new)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let rule = |ok: bool, msg: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError::Rule(msg.to_owned()))
+            }
+        };
+        let cs = &self.cloudstack;
+        rule(
+            matches!(cs.endpoint.scheme(), "http" | "https"),
+            "cloudstack.endpoint must be an http or https URL",
+        )?;
+        rule(!cs.api_key.is_empty(), "cloudstack.api_key must be set")?;
+        rule(
+            !cs.secret_key.expose_secret().is_empty(),
+            "cloudstack.secret_key must be set",
+        )?;
+        rule(
+            cs.signature_lifetime >= Duration::from_secs(60),
+            "cloudstack.signature_lifetime must be at least 1m",
+        )?;
+        rule(
+            cs.async_poll_initial <= cs.async_poll_max,
+            "cloudstack.async_poll_initial must not exceed async_poll_max",
+        )?;
+        rule(
+            matches!(self.linstor.endpoint.scheme(), "http" | "https"),
+            "linstor.endpoint must be an http or https URL",
+        )?;
+        rule(
+            !self.virt_customize.deadline.is_zero(),
+            "virt_customize.deadline must be positive",
+        )?;
+        rule(
+            self.database.max_connections > 0,
+            "database.max_connections must be positive",
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn defaults_load_and_validate() {
+        Jail::expect_with(|_| {
+            let s = Settings::load(None).expect("defaults are valid");
+            assert_eq!(s.gateway.rest_listen.port(), 8082);
+            assert_eq!(s.gateway.grpc_listen.port(), 50051);
+            assert_eq!(s.cloudstack.endpoint.path(), "/client/api");
+            assert_eq!(s.linstor.endpoint.port(), Some(3370));
+            assert_eq!(s.cloudstack.async_poll_max, Duration::from_secs(15));
+            assert!(s.linstor.bearer_token.is_none());
+            assert!(s.cloudstack.ca_cert_path.is_none());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_then_environment_override_defaults() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "failover.toml",
+                "[cloudstack]\napi_key = \"from-file\"\nsecret_key = \"file-secret\"\n[log]\nformat = \"json\"\n",
+            )?;
+            jail.set_env("FAILOVER_CLOUDSTACK__SECRET_KEY", "env-secret");
+            jail.set_env("FAILOVER_LINSTOR__BEARER_TOKEN", "tok");
+            let s = Settings::load(Some(Path::new("failover.toml"))).expect("valid");
+            assert_eq!(s.cloudstack.api_key, "from-file");
+            assert_eq!(s.cloudstack.secret_key.expose_secret(), "env-secret");
+            assert_eq!(s.log.format, LogFormat::Json);
+            assert_eq!(
+                s.linstor.bearer_token.as_ref().map(|t| t.expose_secret().to_owned()),
+                Some("tok".to_owned())
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn config_file_named_by_environment() {
+        Jail::expect_with(|jail| {
+            jail.create_file("alt.toml", "[cloudstack]\napi_key = \"alt\"\n")?;
+            jail.set_env("FAILOVER_CONFIG", "alt.toml");
+            let s = Settings::load(None).expect("valid");
+            assert_eq!(s.cloudstack.api_key, "alt");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_never_appear_in_debug_output() {
+        Jail::expect_with(|jail| {
+            jail.set_env("FAILOVER_CLOUDSTACK__SECRET_KEY", "hunter2-cs");
+            jail.set_env("FAILOVER_DATABASE__URL", "postgres://u:hunter2-db@h/db");
+            jail.set_env("FAILOVER_AMQP__URL", "amqp://u:hunter2-mq@h/");
+            jail.set_env("FAILOVER_LINSTOR__BEARER_TOKEN", "hunter2-ls");
+            let s = Settings::load(None).expect("valid");
+            let dump = format!("{s:?} {s:#?}");
+            assert!(!dump.contains("hunter2"), "secret leaked: {dump}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_their_key() {
+        Jail::expect_with(|jail| {
+            jail.set_env("FAILOVER_CLOUDSTACK__REQUEST_TIMEOUT", "soon");
+            let err = Settings::load(None).expect_err("unparsable duration");
+            assert!(err.to_string().contains("request_timeout"), "{err}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("FAILOVER_CLOUDSTACK__ENDPOINT", "ftp://x/client/api");
+            let err = Settings::load(None).expect_err("bad scheme");
+            assert!(err.to_string().contains("cloudstack.endpoint"), "{err}");
+            Ok(())
+        });
+        Jail::expect_with(|_| {
+            let err = Settings::load(Some(Path::new("/nonexistent/failover.toml")))
+                .expect_err("missing file");
+            assert!(matches!(err, ConfigError::MissingFile { .. }));
+            Ok(())
+        });
+    }
+}

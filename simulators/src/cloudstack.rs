@@ -1,0 +1,1 @@
+//! The CloudStack management-server simulator.

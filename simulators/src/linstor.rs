@@ -1,0 +1,1 @@
+//! The LINSTOR controller simulator.
