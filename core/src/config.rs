@@ -288,7 +288,10 @@ mod tests {
         Jail::expect_with(|jail| {
             jail.set_env("FAILOVER_CLOUDSTACK__REQUEST_TIMEOUT", "soon");
             let err = Settings::load(None).expect_err("unparsable duration");
-            assert!(err.to_string().contains("request_timeout"), "{err}");
+            assert!(
+                err.to_string().to_lowercase().contains("request_timeout"),
+                "{err}"
+            );
             Ok(())
         });
         Jail::expect_with(|jail| {

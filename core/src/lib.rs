@@ -1,9 +1,16 @@
 //! Framework-free building blocks shared by every process of the failover
-//! orchestrator: configuration, telemetry set-up and the CloudStack request
+//! orchestrator: the pipelines and the pure orchestration rules, the error
+//! code table, configuration, telemetry set-up and the CloudStack request
 //! signature (used by the worker's client and checked by the simulator).
 
 pub mod cloudstack_signature;
 pub mod config;
+pub mod error_codes;
+pub mod orchestration;
+pub mod pipeline;
 pub mod telemetry;
 
 pub use config::Settings;
+pub use error_codes::ErrorCode;
+pub use orchestration::{JobStatus, StepStatus};
+pub use pipeline::{JobType, StepName};
