@@ -38,6 +38,8 @@ pub enum ConfigError {
 pub struct Settings {
     pub log: LogSettings,
     pub gateway: GatewaySettings,
+    pub failover: FailoverSettings,
+    pub worker: WorkerSettings,
     pub database: DatabaseSettings,
     pub amqp: AmqpSettings,
     pub cloudstack: CloudStackSettings,
@@ -62,6 +64,51 @@ pub struct LogSettings {
 pub struct GatewaySettings {
     pub rest_listen: SocketAddr,
     pub grpc_listen: SocketAddr,
+    pub body_limit_bytes: usize,
+    #[serde(with = "humantime_serde")]
+    pub lease_duration: Duration,
+    #[serde(with = "humantime_serde")]
+    pub timer_interval: Duration,
+    pub step_max_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub step_retry_initial_backoff: Duration,
+    #[serde(with = "humantime_serde")]
+    pub step_retry_max_backoff: Duration,
+    #[serde(with = "humantime_serde")]
+    pub estimated_test_duration: Duration,
+    pub migrate_on_start: bool,
+}
+
+/// Where failed-over VMs land in CloudStack.
+#[derive(Debug, Clone, Deserialize)]
+pub struct FailoverSettings {
+    pub zone_id: String,
+    pub template_id: String,
+    pub appliance_vm_id: String,
+    /// Used for a NIC with no test network of its own; empty for none.
+    #[serde(deserialize_with = "empty_string_is_none")]
+    pub default_test_network_id: Option<String>,
+    #[serde(deserialize_with = "empty_string_is_none")]
+    pub default_live_network_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct WorkerSettings {
+    pub gateway_url: Url,
+    pub worker_id: String,
+    pub steps: Vec<String>,
+    pub concurrency: u16,
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    Classic,
+    Quorum,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -75,6 +122,8 @@ pub struct DatabaseSettings {
 pub struct AmqpSettings {
     /// Holds the broker password.
     pub url: SecretString,
+    pub prefix: String,
+    pub queue_type: QueueType,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -127,6 +176,11 @@ pub struct VirtCustomizeSettings {
     pub virtio_win_path: PathBuf,
     #[serde(with = "humantime_serde")]
     pub deadline: Duration,
+}
+
+fn empty_string_is_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let raw = Option::<String>::deserialize(d)?;
+    Ok(raw.filter(|s| !s.trim().is_empty()))
 }
 
 fn empty_path_is_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
@@ -208,6 +262,27 @@ impl Settings {
         rule(
             !self.virt_customize.deadline.is_zero(),
             "virt_customize.deadline must be positive",
+        )?;
+        rule(
+            self.gateway.step_max_attempts >= 1,
+            "gateway.step_max_attempts must be at least 1",
+        )?;
+        rule(
+            self.gateway.lease_duration > self.worker.heartbeat_interval * 2,
+            "gateway.lease_duration must exceed twice worker.heartbeat_interval",
+        )?;
+        rule(
+            self.worker.concurrency >= 1,
+            "worker.concurrency must be at least 1",
+        )?;
+        rule(
+            !self.amqp.prefix.is_empty()
+                && self
+                    .amqp
+                    .prefix
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+            "amqp.prefix must be letters, digits, '-', '_' or '.'",
         )?;
         rule(
             self.database.max_connections > 0,

@@ -31,6 +31,9 @@ pub enum ErrorCode {
     /// The request is malformed (bad JSON, wrong types, bad values).
     InvalidRequest,
     JobNotFound,
+    /// No such endpoint.
+    NotFound,
+    MethodNotAllowed,
     /// The operation conflicts with the current state (e.g. a job is active).
     Conflict,
     /// Postgres or another dependency of the gateway is unreachable.
@@ -41,7 +44,7 @@ pub enum ErrorCode {
 pub const TROUBLESHOOTING_DOC: &str = "/docs/failover/troubleshooting.md";
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::VmNotFound,
         ErrorCode::ValidationFailed,
         ErrorCode::SnapshotFailed,
@@ -51,6 +54,8 @@ impl ErrorCode {
         ErrorCode::VmStartFailed,
         ErrorCode::InvalidRequest,
         ErrorCode::JobNotFound,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
         ErrorCode::Conflict,
         ErrorCode::ServiceUnavailable,
         ErrorCode::InternalError,
@@ -67,6 +72,8 @@ impl ErrorCode {
             ErrorCode::VmStartFailed => "VM_START_FAILED",
             ErrorCode::InvalidRequest => "INVALID_REQUEST",
             ErrorCode::JobNotFound => "JOB_NOT_FOUND",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ErrorCode::Conflict => "CONFLICT",
             ErrorCode::ServiceUnavailable => "SERVICE_UNAVAILABLE",
             ErrorCode::InternalError => "INTERNAL_ERROR",
@@ -80,7 +87,8 @@ impl ErrorCode {
     /// Status of a synchronous HTTP answer carrying this code.
     pub fn http_status(self) -> u16 {
         match self {
-            ErrorCode::VmNotFound | ErrorCode::JobNotFound => 404,
+            ErrorCode::VmNotFound | ErrorCode::JobNotFound | ErrorCode::NotFound => 404,
+            ErrorCode::MethodNotAllowed => 405,
             ErrorCode::InvalidRequest => 400,
             ErrorCode::ValidationFailed => 422,
             ErrorCode::Conflict => 409,
@@ -96,8 +104,10 @@ impl ErrorCode {
 
     pub fn grpc_code(self) -> GrpcCode {
         match self {
-            ErrorCode::VmNotFound | ErrorCode::JobNotFound => GrpcCode::NotFound,
-            ErrorCode::InvalidRequest => GrpcCode::InvalidArgument,
+            ErrorCode::VmNotFound | ErrorCode::JobNotFound | ErrorCode::NotFound => {
+                GrpcCode::NotFound
+            }
+            ErrorCode::InvalidRequest | ErrorCode::MethodNotAllowed => GrpcCode::InvalidArgument,
             ErrorCode::ValidationFailed => GrpcCode::FailedPrecondition,
             ErrorCode::Conflict => GrpcCode::Aborted,
             ErrorCode::ServiceUnavailable => GrpcCode::Unavailable,
@@ -148,6 +158,8 @@ impl ErrorCode {
                 "vm_id must be the VMware VM UUID; test_duration looks like \"30m\" or \"2h\"",
             ],
             ErrorCode::JobNotFound => &["Check the job id; list jobs with GET /api/v1/failover/jobs"],
+            ErrorCode::NotFound => &["Check the endpoint path against the API reference"],
+            ErrorCode::MethodNotAllowed => &["Check the HTTP method against the API reference"],
             ErrorCode::Conflict => &["Wait for the active operation to finish, or inspect it"],
             ErrorCode::ServiceUnavailable => &[
                 "The orchestrator's database is unreachable; retry shortly",

@@ -8,6 +8,8 @@ pub mod config;
 pub mod error_codes;
 pub mod orchestration;
 pub mod pipeline;
+#[cfg(feature = "amqp")]
+pub mod queue;
 pub mod telemetry;
 
 pub use config::Settings;

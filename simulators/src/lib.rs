@@ -8,3 +8,4 @@ pub mod cloudstack;
 pub mod faults;
 pub mod linstor;
 pub mod server;
+pub mod virt_customize_standin;

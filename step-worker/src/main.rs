@@ -1,1 +1,59 @@
-fn main() {}
+//! The worker binary: `step-worker` (or `step-worker run`) consumes and
+//! executes steps until SIGINT/SIGTERM; `step-worker check` tests the
+//! configured connections.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use failover_core::{Settings, telemetry};
+use step_worker::{preflight, runtime};
+
+#[derive(Debug, Parser)]
+#[command(name = "step-worker", version, about = "Executes failover steps against LINSTOR, CloudStack and virt-customize")]
+struct Cli {
+    /// Configuration file (also FAILOVER_CONFIG); FAILOVER_* variables override it.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Consume and execute steps (the default).
+    Run,
+    /// Check that CloudStack, LINSTOR and virt-customize answer, and exit.
+    Check,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Arc::new(Settings::load(cli.config.as_deref())?);
+    telemetry::init(&settings.log)?;
+    if matches!(cli.command, Some(Command::Check)) {
+        let checks = preflight::run(&settings).await;
+        let mut ok = true;
+        for check in &checks {
+            println!("{:<15} {:<4} {}", check.system, if check.ok { "ok" } else { "FAIL" }, check.detail);
+            ok &= check.ok;
+        }
+        std::process::exit(if ok { 0 } else { 1 });
+    }
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+        signal.cancel();
+    });
+    runtime::run(settings, shutdown).await
+}

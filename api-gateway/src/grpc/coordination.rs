@@ -1,0 +1,155 @@
+//! Claim / heartbeat / report, served to the step workers.
+
+use std::collections::BTreeMap;
+
+use tonic::{Request, Response, Status};
+
+use failover_core::ErrorCode;
+use failover_core::orchestration::StepFailure;
+use failover_core::pipeline::StepName;
+use failover_proto::v1 as pb;
+use failover_proto::v1::step_coordination_server::StepCoordination;
+
+use super::{invalid, status};
+use crate::jobs::service::{FailoverService, StepOutcome, Verdict};
+
+#[derive(Debug, Clone)]
+pub struct StepCoordinationService {
+    service: FailoverService,
+}
+
+impl StepCoordinationService {
+    pub fn new(service: FailoverService) -> Self {
+        StepCoordinationService { service }
+    }
+}
+
+fn step_name(name: &str) -> Result<StepName, Status> {
+    StepName::parse(name).ok_or_else(|| invalid(format!("unknown step {name:?}")))
+}
+
+fn worker(id: &str) -> Result<&str, Status> {
+    if id.trim().is_empty() {
+        Err(invalid("worker_id must be set"))
+    } else {
+        Ok(id)
+    }
+}
+
+#[tonic::async_trait]
+impl StepCoordination for StepCoordinationService {
+    async fn claim_step(
+        &self,
+        request: Request<pb::ClaimStepRequest>,
+    ) -> Result<Response<pb::ClaimStepResponse>, Status> {
+        let req = request.into_inner();
+        let step = step_name(&req.step_name)?;
+        let verdict = self
+            .service
+            .claim(&req.job_id, step, req.attempt, worker(&req.worker_id)?)
+            .await
+            .map_err(status)?;
+        let lease_ms = u64::try_from(self.service.lease_duration().as_millis()).unwrap_or(u64::MAX);
+        tracing::info!(job_id = %req.job_id, step = %step, attempt = req.attempt, worker_id = %req.worker_id, ?verdict, "claim");
+        Ok(Response::new(match verdict {
+            Verdict::Accepted => pb::ClaimStepResponse {
+                granted: true,
+                reason: String::new(),
+                lease_ms,
+                unknown_job: false,
+            },
+            Verdict::Refused(reason) => pb::ClaimStepResponse {
+                granted: false,
+                reason,
+                lease_ms: 0,
+                unknown_job: false,
+            },
+            Verdict::UnknownJob => pb::ClaimStepResponse {
+                granted: false,
+                reason: format!("job {} does not exist", req.job_id),
+                lease_ms: 0,
+                unknown_job: true,
+            },
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let req = request.into_inner();
+        let step = step_name(&req.step_name)?;
+        let message = (!req.message.is_empty()).then_some(req.message.as_str());
+        let held = self
+            .service
+            .heartbeat(
+                &req.job_id,
+                step,
+                req.attempt,
+                worker(&req.worker_id)?,
+                req.progress_percent.min(100),
+                message,
+            )
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::HeartbeatResponse {
+            lease_held: held,
+            cancel_requested: false,
+            lease_ms: u64::try_from(self.service.lease_duration().as_millis()).unwrap_or(u64::MAX),
+        }))
+    }
+
+    async fn report_step(
+        &self,
+        request: Request<pb::ReportStepRequest>,
+    ) -> Result<Response<pb::ReportStepResponse>, Status> {
+        let req = request.into_inner();
+        let step = step_name(&req.step_name)?;
+        let outcome = match req.outcome {
+            Some(pb::report_step_request::Outcome::Succeeded(ok)) => StepOutcome::Succeeded {
+                outputs: ok.outputs.into_iter().collect::<BTreeMap<_, _>>(),
+                message: (!ok.message.is_empty()).then_some(ok.message),
+            },
+            Some(pb::report_step_request::Outcome::Failed(failed)) => {
+                let code = ErrorCode::parse(&failed.error_code).unwrap_or(step.error_code());
+                StepOutcome::Failed(StepFailure {
+                    code,
+                    message: failed.error_message,
+                    retryable: failed.retryable,
+                })
+            }
+            Some(pb::report_step_request::Outcome::Skipped(skipped)) => StepOutcome::Skipped {
+                reason: skipped.reason,
+            },
+            None => return Err(invalid("outcome must be set")),
+        };
+        let log = (!req.log.is_empty()).then_some(req.log.as_str());
+        let verdict = self
+            .service
+            .report(
+                &req.job_id,
+                step,
+                req.attempt,
+                worker(&req.worker_id)?,
+                outcome,
+                log,
+            )
+            .await
+            .map_err(status)?;
+        tracing::info!(job_id = %req.job_id, step = %step, attempt = req.attempt, worker_id = %req.worker_id, ?verdict, "report");
+        Ok(Response::new(match verdict {
+            Verdict::Accepted => pb::ReportStepResponse {
+                accepted: true,
+                reason: String::new(),
+            },
+            Verdict::Refused(reason) => pb::ReportStepResponse {
+                accepted: false,
+                reason,
+            },
+            Verdict::UnknownJob => pb::ReportStepResponse {
+                accepted: false,
+                reason: format!("job {} does not exist", req.job_id),
+            },
+        }))
+    }
+}

@@ -1,0 +1,48 @@
+//! Every request gets a correlation id: an incoming `X-Request-ID` that is a
+//! UUID is honoured, otherwise a new UUID v4. It is put in a tracing span
+//! around the request (so every log line carries it), returned as
+//! `X-Request-ID`, and filled into error envelopes.
+
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::error::ApiError;
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CorrelationId(pub Uuid);
+
+pub async fn assign(mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| Uuid::parse_str(v.trim()).ok())
+        .unwrap_or_else(Uuid::new_v4);
+    req.extensions_mut().insert(CorrelationId(id));
+    let span = tracing::info_span!(
+        "request",
+        correlation_id = %id,
+        method = %req.method(),
+        path = %req.uri().path(),
+    );
+    let mut response = next.run(req).instrument(span.clone()).await;
+    // An error envelope built without the id (a rejection, a 404) gets it now.
+    if let Some(err) = response.extensions().get::<ApiError>().cloned()
+        && err.correlation_id.is_none()
+    {
+        response = err.with_correlation(id).into_response();
+    }
+    span.in_scope(|| {
+        tracing::info!(status = response.status().as_u16(), "request finished");
+    });
+    if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}

@@ -1,0 +1,94 @@
+//! The REST API (port 8082): thin handlers over the failover service.
+
+mod correlation;
+mod error;
+mod extract;
+mod failover;
+mod jobs;
+mod vms;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, middleware};
+use serde_json::json;
+
+use failover_core::{ErrorCode, Settings};
+
+pub use correlation::{CorrelationId, REQUEST_ID_HEADER};
+pub use error::ApiError;
+
+use crate::jobs::service::FailoverService;
+
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub service: FailoverService,
+    pub settings: Arc<Settings>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.settings.gateway.body_limit_bytes;
+    Router::new()
+        .route("/api/v1/failover/test", post(failover::start_test))
+        .route("/api/v1/failover/live", post(failover::start_live))
+        .route("/api/v1/failover/jobs", get(jobs::list))
+        .route("/api/v1/failover/jobs/{job_id}", get(jobs::get))
+        .route("/api/v1/vms", get(vms::list))
+        .route(
+            "/api/v1/vms/{vm_id}",
+            get(vms::get).put(vms::put).delete(vms::delete),
+        )
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(correlation::assign))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "No such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(ErrorCode::MethodNotAllowed, "Method not allowed on this endpoint")
+}
+
+async fn live() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+async fn ready(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
+    match sqlx::query("SELECT 1").execute(state.service.pool()).await {
+        Ok(_) => (StatusCode::OK, Json(json!({"status": "ready", "database": "ok"}))),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unavailable", "database": e.to_string()})),
+        ),
+    }
+}
+
+/// The list filter of the REST query, shared with the gRPC status service.
+pub fn jobs_filter(
+    status: Option<String>,
+    job_type: Option<String>,
+    vm_id: Option<String>,
+    correlation_id: Option<String>,
+    limit: Option<i64>,
+    offset: Option<i64>,
+) -> Result<crate::jobs::store::JobFilter, ApiError> {
+    jobs::ListQuery {
+        status,
+        job_type,
+        vm_id,
+        correlation_id,
+        limit,
+        offset,
+    }
+    .filter()
+}

@@ -1,0 +1,88 @@
+//! The API gateway: REST (axum) and gRPC (tonic) fronts over Postgres, the
+//! outbox relay to RabbitMQ, and the timers. Any number of replicas run side
+//! by side; they cooperate only through Postgres.
+
+pub mod db;
+pub mod grpc;
+pub mod http;
+pub mod inventory;
+pub mod jobs;
+pub mod relay;
+pub mod timers;
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use failover_core::Settings;
+use failover_core::queue::StepTopology;
+use failover_proto::v1::job_status_server::JobStatusServer;
+use failover_proto::v1::step_coordination_server::StepCoordinationServer;
+
+use crate::jobs::service::FailoverService;
+
+/// The listeners the gateway serves on (bound by the caller, port 0 in tests).
+#[derive(Debug)]
+pub struct Listeners {
+    pub rest: TcpListener,
+    pub grpc: TcpListener,
+}
+
+/// Applies pending migrations; safe from several replicas at once.
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    failover_migrations::apply(pool)
+        .await
+        .context("applying database migrations")
+}
+
+/// Serves until `shutdown` is cancelled, then drains in-flight requests.
+pub async fn run(
+    settings: Arc<Settings>,
+    pool: PgPool,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let service = FailoverService::new(pool.clone(), settings.clone());
+
+    let relay = relay::OutboxRelay::new(
+        pool.clone(),
+        settings.amqp.url.clone(),
+        StepTopology::new(&settings.amqp),
+        settings.gateway.timer_interval,
+    );
+    let relay_task = tokio::spawn(relay.run(shutdown.clone()));
+    let timer_task = tokio::spawn(timers::run_lease_expiry(
+        service.clone(),
+        settings.gateway.timer_interval,
+        shutdown.clone(),
+    ));
+
+    let app = http::router(http::AppState {
+        service: service.clone(),
+        settings: settings.clone(),
+    });
+    let rest_shutdown = shutdown.clone();
+    let rest = axum::serve(listeners.rest, app)
+        .with_graceful_shutdown(async move { rest_shutdown.cancelled().await });
+
+    let grpc_shutdown = shutdown.clone();
+    let grpc = tonic::transport::Server::builder()
+        .add_service(StepCoordinationServer::new(
+            grpc::StepCoordinationService::new(service.clone()),
+        ))
+        .add_service(JobStatusServer::new(grpc::JobStatusService::new(service)))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), async move {
+            grpc_shutdown.cancelled().await
+        });
+
+    let (rest, grpc) = tokio::join!(rest, grpc);
+    shutdown.cancel();
+    let _ = tokio::join!(relay_task, timer_task);
+    rest.context("REST server")?;
+    grpc.context("gRPC server")?;
+    Ok(())
+}

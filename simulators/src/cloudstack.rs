@@ -1,1 +1,0 @@
-//! The CloudStack management-server simulator.

@@ -1,1 +1,0 @@
-//! The LINSTOR controller simulator.

@@ -1,0 +1,250 @@
+//! One broker session: consume the subscribed step queues and handle each
+//! delivery (decode → claim → ack → execute with heartbeats → report).
+//! Poison messages go to the dead-letter queue with their reason; a message
+//! is acked only after its claim was granted, never held for a long step.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::StreamExt as _;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use prost::Message as _;
+use secrecy::ExposeSecret;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, info, warn};
+
+use failover_core::pipeline::StepName;
+use failover_core::queue::{self, ConfirmedPublisher, OutgoingMessage, StepTopology};
+use failover_proto::v1 as pb;
+
+use super::Shared;
+use super::coordination::{ClaimOutcome, StepAttempt};
+use crate::steps::{StepContext, StepResult};
+
+pub(super) async fn session(
+    shared: &Arc<Shared>,
+    steps: &[StepName],
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let settings = &shared.settings;
+    let connection = queue::connect(
+        settings.amqp.url.expose_secret(),
+        &format!("failover-worker-{}", shared.coordinator.worker_id()),
+    )
+    .await
+    .context("connecting to the broker")?;
+    let topology = StepTopology::new(&settings.amqp);
+    let dead_letters = ConfirmedPublisher::new(&connection).await?;
+    topology.declare(dead_letters.channel(), steps).await?;
+    let channel = connection.create_channel().await?;
+    channel
+        .basic_qos(settings.worker.concurrency, BasicQosOptions::default())
+        .await?;
+    let mut consumers = Vec::new();
+    for step in steps {
+        let consumer = channel
+            .basic_consume(
+                topology.queue(*step).into(),
+                format!("{}-{}", shared.coordinator.worker_id(), step).into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        consumers.push(consumer);
+    }
+    let mut deliveries = futures::stream::select_all(consumers);
+    info!("consuming step queues");
+    let dead_letters = Arc::new((dead_letters, topology));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => {
+                // Unacked deliveries not yet claimed go back to the queue.
+                let _ = channel.close(200, "worker stopping".into()).await;
+                let _ = connection.close(200, "worker stopping".into()).await;
+                return Ok(());
+            }
+            next = deliveries.next() => {
+                let delivery = match next {
+                    Some(Ok(d)) => d,
+                    Some(Err(e)) => return Err(e).context("consuming"),
+                    None => anyhow::bail!("the broker closed the consumers"),
+                };
+                let shared = shared.clone();
+                let dead_letters = dead_letters.clone();
+                tracker.spawn(async move {
+                    handle(delivery, &shared, &dead_letters.0, &dead_letters.1).await;
+                });
+            }
+        }
+    }
+}
+
+async fn handle(
+    delivery: Delivery,
+    shared: &Shared,
+    dead_letters: &ConfirmedPublisher,
+    topology: &StepTopology,
+) {
+    let task = match pb::StepTask::decode(delivery.data.as_slice()) {
+        Ok(task) => task,
+        Err(e) => {
+            return dead_letter(&delivery, dead_letters, topology, &format!("undecodable step task: {e}")).await;
+        }
+    };
+    let Some(step) = StepName::parse(&task.step_name) else {
+        let reason = format!("unknown step {:?}", task.step_name);
+        return dead_letter(&delivery, dead_letters, topology, &reason).await;
+    };
+    let span = tracing::info_span!(
+        "step",
+        correlation_id = %task.correlation_id,
+        job_id = %task.job_id,
+        step = %step,
+        attempt = task.attempt,
+    );
+    async move {
+        let attempt = StepAttempt {
+            job_id: task.job_id.clone(),
+            step_name: task.step_name.clone(),
+            attempt: task.attempt,
+        };
+        match shared.coordinator.claim(&attempt).await {
+            Ok(ClaimOutcome::Granted { lease }) => {
+                if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+                    warn!(error = %e, "ack after claim failed; the broker will redeliver and the claim refuse it");
+                }
+                execute(shared, task, step, attempt, lease).await;
+            }
+            Ok(ClaimOutcome::Refused { reason }) => {
+                info!(%reason, "claim refused; dropping the delivery");
+                let _ = delivery.ack(BasicAckOptions::default()).await;
+            }
+            Ok(ClaimOutcome::UnknownJob { reason }) => {
+                dead_letter(&delivery, dead_letters, topology, &reason).await;
+            }
+            Err(e) => {
+                warn!(error = %e, "claim failed; handing the message back");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let _ = delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await;
+            }
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Publishes the message to the dead-letter exchange with its reason, then
+/// acks the original: it never loops back into the queue.
+async fn dead_letter(
+    delivery: &Delivery,
+    publisher: &ConfirmedPublisher,
+    topology: &StepTopology,
+    reason: &str,
+) {
+    warn!(%reason, routing_key = %delivery.routing_key, "dead-lettering a step message");
+    let mut headers = vec![(queue::headers::DEAD_LETTER_REASON, reason.to_owned())];
+    for name in [
+        queue::headers::CORRELATION_ID,
+        queue::headers::JOB_ID,
+        queue::headers::STEP,
+        queue::headers::ATTEMPT,
+    ] {
+        if let Some(value) = queue::header(&delivery.properties, name) {
+            headers.push((name, value));
+        }
+    }
+    let message_id = delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .map(|m| m.to_string())
+        .unwrap_or_default();
+    let exchange = topology.dead_letter_exchange();
+    let published = publisher
+        .publish(OutgoingMessage {
+            exchange: &exchange,
+            routing_key: delivery.routing_key.as_str(),
+            payload: &delivery.data,
+            message_id: &message_id,
+            headers,
+        })
+        .await;
+    match published {
+        Ok(()) => {
+            let _ = delivery.ack(BasicAckOptions::default()).await;
+        }
+        Err(e) => {
+            // Rejecting without requeue routes it through the queue's
+            // dead-letter exchange, without the reason header.
+            warn!(error = %e, "dead-letter publish failed; rejecting instead");
+            let _ = delivery
+                .nack(BasicNackOptions {
+                    requeue: false,
+                    ..Default::default()
+                })
+                .await;
+        }
+    }
+}
+
+/// Executes a claimed step with heartbeats, and reports its outcome.
+async fn execute(
+    shared: &Shared,
+    task: pb::StepTask,
+    step: StepName,
+    attempt: StepAttempt,
+    lease: Duration,
+) {
+    let cancel = shared.abort.child_token();
+    let ctx = StepContext::new(task, step, cancel.clone());
+    let heartbeat_every = shared.settings.worker.heartbeat_interval;
+    let started = tokio::time::Instant::now();
+    info!("step started");
+    let run = shared.executors.execute(&ctx);
+    tokio::pin!(run);
+    let mut ticker = tokio::time::interval_at(started + heartbeat_every, heartbeat_every);
+    let result = loop {
+        tokio::select! {
+            result = &mut run => break result,
+            _ = ticker.tick() => {
+                let (percent, message) = ctx.progress.latest();
+                match shared.coordinator.heartbeat(&attempt, percent, &message).await {
+                    Ok(beat) if !beat.lease_held => {
+                        warn!("lease lost; stopping the step without reporting");
+                        cancel.cancel();
+                        let _ = tokio::time::timeout(Duration::from_secs(30), &mut run).await;
+                        return;
+                    }
+                    Ok(beat) if beat.cancel_requested => cancel.cancel(),
+                    Ok(_) => {}
+                    Err(e) => warn!(error = %e, "heartbeat failed"),
+                }
+            }
+        }
+    };
+    let result = if shared.abort.is_cancelled() && !matches!(result, StepResult::Succeeded { .. })
+    {
+        StepResult::Failed {
+            code: step.error_code(),
+            message: "the worker stopped before the step finished; it runs again".into(),
+            retryable: true,
+        }
+    } else {
+        result
+    };
+    info!(elapsed_ms = started.elapsed().as_millis() as u64, outcome = result.kind(), "step finished");
+    shared
+        .coordinator
+        .report(&attempt, &result, ctx.log.text(), lease)
+        .await;
+}
