@@ -10,7 +10,11 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 const JOBS: [(&str, &str, &str); 3] = [
-    ("test", "4205a1b2-3c4d-4e6f-8a8b-9c0d1e2f3a4b", "win2019-app"),
+    (
+        "test",
+        "4205a1b2-3c4d-4e6f-8a8b-9c0d1e2f3a4b",
+        "win2019-app",
+    ),
     ("test", "420570c7-f61f-a930-77c5-1e876786cb3c", "pgtest1"),
     ("live", "4205c3d4-5e6f-4a7b-8c9d-0e1f2a3b4c5d", "web01"),
 ];
@@ -22,7 +26,12 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| "http://127.0.0.1:8082".to_owned());
     let http = reqwest::Client::new();
 
-    let vms: Value = http.get(format!("{base}/api/v1/vms")).send().await?.json().await?;
+    let vms: Value = http
+        .get(format!("{base}/api/v1/vms"))
+        .send()
+        .await?
+        .json()
+        .await?;
     println!("Replicated VMs in the inventory:");
     for vm in vms["data"].as_array().into_iter().flatten() {
         println!(
@@ -51,7 +60,10 @@ async fn main() -> anyhow::Result<()> {
         let answer: Value = response.json().await?;
         println!("POST /api/v1/failover/{kind} {vm_name} -> {status}");
         println!("{}", serde_json::to_string_pretty(&answer)?);
-        anyhow::ensure!(status.is_success(), "the {kind} failover of {vm_name} was refused");
+        anyhow::ensure!(
+            status.is_success(),
+            "the {kind} failover of {vm_name} was refused"
+        );
         jobs.push((
             answer["job_id"].as_str().unwrap_or_default().to_owned(),
             format!("{kind} {vm_name}"),
@@ -90,8 +102,15 @@ async fn main() -> anyhow::Result<()> {
                         .or(step["message"].as_str())
                         .unwrap_or_default()
                 );
-                if step["status"] != "pending" && seen.get(&(job_id.clone(), name.clone())) != Some(&line) {
-                    println!("{:>6.1}s  {:<20} {:<18} {line}", started.elapsed().as_secs_f64(), label, name);
+                if step["status"] != "pending"
+                    && seen.get(&(job_id.clone(), name.clone())) != Some(&line)
+                {
+                    println!(
+                        "{:>6.1}s  {:<20} {:<18} {line}",
+                        started.elapsed().as_secs_f64(),
+                        label,
+                        name
+                    );
                     seen.insert((job_id.clone(), name), line);
                 }
             }
@@ -106,7 +125,10 @@ async fn main() -> anyhow::Result<()> {
     let mut failed = 0;
     for (job_id, label) in &jobs {
         let job = &finished[job_id];
-        println!("  {label:<20} {:<9} {job_id}", job["status"].as_str().unwrap_or_default());
+        println!(
+            "  {label:<20} {:<9} {job_id}",
+            job["status"].as_str().unwrap_or_default()
+        );
         println!(
             "  {:<20} destination VM {}  snapshot {}",
             "",

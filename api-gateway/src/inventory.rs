@@ -97,7 +97,9 @@ impl VmRegistration {
         }
         let boots = self.disks.iter().filter(|d| d.boot).count();
         if !self.disks.is_empty() && boots != 1 {
-            problems.push(format!("exactly one disk must be the boot disk, found {boots}"));
+            problems.push(format!(
+                "exactly one disk must be the boot disk, found {boots}"
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for disk in &self.disks {
@@ -108,7 +110,10 @@ impl VmRegistration {
                 ("device_path", &disk.device_path),
             ] {
                 if value.trim().is_empty() {
-                    problems.push(format!("disk {:?}: {field} must not be empty", disk.disk_id));
+                    problems.push(format!(
+                        "disk {:?}: {field} must not be empty",
+                        disk.disk_id
+                    ));
                 }
             }
             if !seen.insert(disk.disk_id.as_str()) {
@@ -227,15 +232,18 @@ pub enum Deletion {
     Deleted,
     NotFound,
     /// A job of the VM is not finished.
-    Busy { job_id: String },
+    Busy {
+        job_id: String,
+    },
 }
 
 pub async fn delete(pool: &PgPool, vm_id: Uuid) -> Result<Deletion, StoreError> {
     let mut tx = pool.begin().await?;
-    let exists: Option<(Uuid,)> = sqlx::query_as("SELECT vm_id FROM vms WHERE vm_id = $1 FOR UPDATE")
-        .bind(vm_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let exists: Option<(Uuid,)> =
+        sqlx::query_as("SELECT vm_id FROM vms WHERE vm_id = $1 FOR UPDATE")
+            .bind(vm_id)
+            .fetch_optional(&mut *tx)
+            .await?;
     if exists.is_none() {
         return Ok(Deletion::NotFound);
     }

@@ -14,7 +14,11 @@ use api_gateway::{Listeners, db, migrate, run};
 use failover_core::{Settings, telemetry};
 
 #[derive(Debug, Parser)]
-#[command(name = "api-gateway", version, about = "Failover orchestrator gateway: REST, gRPC, outbox relay and timers")]
+#[command(
+    name = "api-gateway",
+    version,
+    about = "Failover orchestrator gateway: REST, gRPC, outbox relay and timers"
+)]
 struct Cli {
     /// Configuration file (also FAILOVER_CONFIG); FAILOVER_* variables override it.
     #[arg(long, short)]

@@ -60,7 +60,9 @@ impl OutboxRelay {
         while !shutdown.is_cancelled() {
             match self.session(&shutdown).await {
                 Ok(()) => return,
-                Err(e) => warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "outbox relay interrupted"),
+                Err(e) => {
+                    warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "outbox relay interrupted")
+                }
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -71,7 +73,8 @@ impl OutboxRelay {
     }
 
     async fn session(&self, shutdown: &CancellationToken) -> Result<(), RelayError> {
-        let connection = queue::connect(self.amqp_url.expose_secret(), "failover-gateway-relay").await?;
+        let connection =
+            queue::connect(self.amqp_url.expose_secret(), "failover-gateway-relay").await?;
         let publisher = ConfirmedPublisher::new(&connection).await?;
         self.topology
             .declare(publisher.channel(), &StepName::ALL)

@@ -63,7 +63,14 @@ fn assert_windows_vm_landed(stack: &Stack, job: &Value, network: &str) {
     let vm = &vms[0];
     assert_eq!(vm["state"], "Running");
     assert_eq!(job["destination_vm_id"], vm["id"]);
-    assert!(vm["nic"].as_array().unwrap().iter().any(|n| n["networkid"] == network), "{vm:#}");
+    assert!(
+        vm["nic"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["networkid"] == network),
+        "{vm:#}"
+    );
     let boot = stack.volume(cs_sim::DEMO_WIN_BOOT_VOLUME_ID);
     assert_eq!(boot["virtualmachineid"], vm["id"]);
     assert_eq!(boot["deviceid"], 0);
@@ -79,12 +86,19 @@ fn assert_windows_vm_landed(stack: &Stack, job: &Value, network: &str) {
         .collect();
     assert_eq!(on_vm.len(), 2, "only the two replicated disks: {on_vm:?}");
     let snapshot = job["linstor_snapshot_name"].as_str().unwrap();
-    for rd in [ls_sim::DEMO_RD_WIN2019_APP_DISK0, ls_sim::DEMO_RD_WIN2019_APP_DISK1] {
+    for rd in [
+        ls_sim::DEMO_RD_WIN2019_APP_DISK0,
+        ls_sim::DEMO_RD_WIN2019_APP_DISK1,
+    ] {
         assert_eq!(snapshots_of(stack, rd), vec![snapshot.to_owned()], "{rd}");
     }
     let marker = stack.disk_path("win2019-app-disk0.raw.virtio-injected");
     assert!(marker.exists(), "VirtIO injection marker on the boot disk");
-    assert!(!stack.disk_path("win2019-app-disk1.raw.virtio-injected").exists());
+    assert!(
+        !stack
+            .disk_path("win2019-app-disk1.raw.virtio-injected")
+            .exists()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -110,37 +124,62 @@ async fn windows_test_failover_runs_every_step_to_a_running_vm() {
     assert!(job_id[prefix.len()..].parse::<i64>().is_ok(), "{job_id}");
     let data = &accepted["data"];
     for key in [
-        "auto_cleanup", "correlation_id", "job_type", "snapshot_protection", "status",
-        "test_duration", "virtio_injection", "vm_id", "vm_name",
+        "auto_cleanup",
+        "correlation_id",
+        "job_type",
+        "snapshot_protection",
+        "status",
+        "test_duration",
+        "virtio_injection",
+        "vm_id",
+        "vm_name",
     ] {
         assert!(data.get(key).is_some(), "data.{key} missing: {data:#}");
     }
     assert_eq!(data["job_type"], "test");
     let correlation_id = data["correlation_id"].as_str().unwrap().to_owned();
-    assert_eq!(uuid::Uuid::parse_str(&correlation_id).unwrap().get_version_num(), 4);
+    assert_eq!(
+        uuid::Uuid::parse_str(&correlation_id)
+            .unwrap()
+            .get_version_num(),
+        4
+    );
 
     let job = stack.wait_terminal(job_id, WITHIN).await;
     assert_eq!(job["status"], "completed", "{job:#}");
     assert_eq!(
         step_names_and_statuses(&job),
         [
-            "validation", "snapshot", "virtio-injection", "test-vm-creation",
-            "volume-attachment", "test-vm-startup"
+            "validation",
+            "snapshot",
+            "virtio-injection",
+            "test-vm-creation",
+            "volume-attachment",
+            "test-vm-startup"
         ]
         .iter()
         .map(|s| (s.to_string(), "completed".to_string()))
         .collect::<Vec<_>>()
     );
     for s in job["steps"].as_array().unwrap() {
-        assert!(s["started_at"].is_string() && s["completed_at"].is_string(), "{s:#}");
+        assert!(
+            s["started_at"].is_string() && s["completed_at"].is_string(),
+            "{s:#}"
+        );
         assert_eq!(s["attempt"], 1);
     }
-    let virtio_log = step(&job, "virtio-injection")["log"].as_str().unwrap().to_owned();
+    let virtio_log = step(&job, "virtio-injection")["log"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(virtio_log.contains("Examining the guest"), "{virtio_log}");
     assert_eq!(job["correlation_id"], correlation_id.as_str());
     let short = &WIN_VM_ID[..8];
     let stamp = job_id.rsplit('-').next().unwrap();
-    assert_eq!(job["linstor_snapshot_name"], format!("test-{short}-{stamp}"));
+    assert_eq!(
+        job["linstor_snapshot_name"],
+        format!("test-{short}-{stamp}")
+    );
     let spec: Value = serde_json::from_str(job["source_vm_spec"].as_str().unwrap()).unwrap();
     assert_eq!(spec["cpu_count"], 2);
     assert_eq!(spec["vm_name"], "win2019-app");
@@ -165,8 +204,17 @@ async fn windows_test_failover_runs_every_step_to_a_running_vm() {
     .fetch_all(&stack.pool)
     .await
     .unwrap();
-    assert!(tracking.iter().any(|r| r.0 == "failover.test" && r.1 == "completed"), "{tracking:?}");
-    assert!(tracking.iter().any(|r| r.0 == "step.test-vm-startup" && r.1 == "completed"));
+    assert!(
+        tracking
+            .iter()
+            .any(|r| r.0 == "failover.test" && r.1 == "completed"),
+        "{tracking:?}"
+    );
+    assert!(
+        tracking
+            .iter()
+            .any(|r| r.0 == "step.test-vm-startup" && r.1 == "completed")
+    );
     stack.stop().await;
 }
 
@@ -193,14 +241,35 @@ async fn windows_live_failover_switches_volumes_to_the_production_vm() {
             .into_iter()
             .map(|(n, _)| n)
             .collect::<Vec<_>>(),
-        ["validation", "snapshot", "virtio-injection", "vm-creation", "volume-switch", "vm-startup"]
+        [
+            "validation",
+            "snapshot",
+            "virtio-injection",
+            "vm-creation",
+            "volume-switch",
+            "vm-startup"
+        ]
     );
-    assert!(job["steps"].as_array().unwrap().iter().all(|s| s["status"] == "completed"));
+    assert!(
+        job["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["status"] == "completed")
+    );
     assert_eq!(job["notification_config"]["email"], "admin@company.com");
-    assert!(job["linstor_snapshot_name"].as_str().unwrap().starts_with("live-4205a1b2-"));
+    assert!(
+        job["linstor_snapshot_name"]
+            .as_str()
+            .unwrap()
+            .starts_with("live-4205a1b2-")
+    );
     assert_windows_vm_landed(&stack, &job, cs_sim::DEMO_VM_NETWORK_ID);
     let vm = &stack.destination_vms()[0];
-    assert_eq!(vm["name"], "win2019-app", "the production VM keeps the VM's name");
+    assert_eq!(
+        vm["name"], "win2019-app",
+        "the production VM keeps the VM's name"
+    );
     stack.stop().await;
 }
 
@@ -214,8 +283,15 @@ async fn linux_guest_skips_virtio_injection_with_its_reason() {
     assert_eq!(job["status"], "completed", "{job:#}");
     let virtio = step(&job, "virtio-injection");
     assert_eq!(virtio["status"], "skipped");
-    assert!(virtio["message"].as_str().unwrap().contains("linux"), "{virtio:#}");
-    assert!(!stack.disk_path("pgtest1-disk0.raw.virtio-injected").exists());
+    assert!(
+        virtio["message"].as_str().unwrap().contains("linux"),
+        "{virtio:#}"
+    );
+    assert!(
+        !stack
+            .disk_path("pgtest1-disk0.raw.virtio-injected")
+            .exists()
+    );
     let vms = stack.destination_vms();
     assert_eq!(vms.len(), 1);
     assert_eq!(vms[0]["state"], "Running");
@@ -249,17 +325,30 @@ async fn each_skip_flag_skips_its_step() {
             .await;
         assert_eq!(job["status"], "completed", "{flag}: {job:#}");
         for (name, status) in step_names_and_statuses(&job) {
-            let expected = if name == skipped { "skipped" } else { "completed" };
+            let expected = if name == skipped {
+                "skipped"
+            } else {
+                "completed"
+            };
             assert_eq!(status, expected, "{flag}: step {name}");
         }
-        assert!(step(&job, skipped)["message"].as_str().unwrap().contains(flag));
+        assert!(
+            step(&job, skipped)["message"]
+                .as_str()
+                .unwrap()
+                .contains(flag)
+        );
         match flag {
             "skip_snapshot" => {
                 assert!(job["linstor_snapshot_name"].is_null());
                 assert!(snapshots_of(&stack, ls_sim::DEMO_RD_WIN2019_APP_DISK0).is_empty());
             }
             "skip_virtio_injection" => {
-                assert!(!stack.disk_path("win2019-app-disk0.raw.virtio-injected").exists());
+                assert!(
+                    !stack
+                        .disk_path("win2019-app-disk0.raw.virtio-injected")
+                        .exists()
+                );
             }
             _ => {}
         }
@@ -274,7 +363,10 @@ async fn unregistered_vm_is_refused_with_vm_not_found() {
     stack.register_demo_vms().await;
     let unknown = "42000000-0000-4000-8000-000000000099";
     let (status, body) = stack
-        .post("/api/v1/failover/test", &json!({"vm_id": unknown, "vm_name": "ghost"}))
+        .post(
+            "/api/v1/failover/test",
+            &json!({"vm_id": unknown, "vm_name": "ghost"}),
+        )
         .await;
     assert_eq!(status, 404, "{body}");
     assert_eq!(body["success"], false);
@@ -282,8 +374,16 @@ async fn unregistered_vm_is_refused_with_vm_not_found() {
     assert_eq!(body["details"]["error_code"], "VM_NOT_FOUND");
     assert_eq!(body["details"]["vm_id"], unknown);
     assert!(body["details"]["correlation_id"].is_string());
-    assert!(!body["troubleshooting"]["suggestions"].as_array().unwrap().is_empty());
-    assert_eq!(body["troubleshooting"]["documentation"], "/docs/failover/troubleshooting.md");
+    assert!(
+        !body["troubleshooting"]["suggestions"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        body["troubleshooting"]["documentation"],
+        "/docs/failover/troubleshooting.md"
+    );
     let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM failover_jobs")
         .fetch_one(&stack.pool)
         .await
@@ -386,8 +486,14 @@ async fn malformed_requests_get_400_in_the_envelope_and_create_nothing() {
         assert_eq!(status, 400, "{name}: {answer}");
         assert_eq!(answer["success"], false, "{name}");
         assert_eq!(answer["error_code"], "INVALID_REQUEST", "{name}");
-        assert!(answer["details"]["correlation_id"].is_string(), "{name}: {answer}");
-        assert!(answer["troubleshooting"]["suggestions"].is_array(), "{name}");
+        assert!(
+            answer["details"]["correlation_id"].is_string(),
+            "{name}: {answer}"
+        );
+        assert!(
+            answer["troubleshooting"]["suggestions"].is_array(),
+            "{name}"
+        );
     }
     let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM failover_jobs")
         .fetch_one(&stack.pool)
@@ -412,7 +518,10 @@ async fn lists_filter_and_ids_stay_unique_within_one_second() {
         stack.post("/api/v1/failover/live", &request),
     );
     assert_eq!((a.0, b.0), (202, 202));
-    let (id_a, id_b) = (a.1["job_id"].as_str().unwrap(), b.1["job_id"].as_str().unwrap());
+    let (id_a, id_b) = (
+        a.1["job_id"].as_str().unwrap(),
+        b.1["job_id"].as_str().unwrap(),
+    );
     assert_ne!(id_a, id_b);
     for id in [id_a, id_b] {
         assert!(id.starts_with(&format!("enhanced-live-failover-{WIN_VM_ID}-")));
@@ -428,21 +537,34 @@ async fn lists_filter_and_ids_stay_unique_within_one_second() {
     assert_eq!(all["total"], 3);
     let first = &all["data"][0];
     for key in [
-        "job_id", "vm_id", "vm_name", "job_type", "status", "linstor_snapshot_name",
-        "destination_vm_id", "created_at", "completed_at",
+        "job_id",
+        "vm_id",
+        "vm_name",
+        "job_type",
+        "status",
+        "linstor_snapshot_name",
+        "destination_vm_id",
+        "created_at",
+        "completed_at",
     ] {
         assert!(first.get(key).is_some(), "{key} missing in {first:#}");
     }
     let (_, tests) = stack.get("/api/v1/failover/jobs?type=test").await;
     assert_eq!(tests["total"], 1);
     assert_eq!(tests["data"][0]["job_id"], test_id.as_str());
-    let (_, by_vm) = stack.get(&format!("/api/v1/failover/jobs?vm_id={WIN_VM_ID}")).await;
+    let (_, by_vm) = stack
+        .get(&format!("/api/v1/failover/jobs?vm_id={WIN_VM_ID}"))
+        .await;
     assert_eq!(by_vm["total"], 2);
-    let (_, completed) = stack.get("/api/v1/failover/jobs?status=completed&type=test").await;
+    let (_, completed) = stack
+        .get("/api/v1/failover/jobs?status=completed&type=test")
+        .await;
     assert_eq!(completed["total"], 1);
     let correlation = all["data"][0]["correlation_id"].as_str().unwrap();
     let (_, by_corr) = stack
-        .get(&format!("/api/v1/failover/jobs?correlation_id={correlation}"))
+        .get(&format!(
+            "/api/v1/failover/jobs?correlation_id={correlation}"
+        ))
         .await;
     assert_eq!(by_corr["total"], 1);
     let (_, page) = stack.get("/api/v1/failover/jobs?limit=1&offset=1").await;

@@ -16,7 +16,9 @@ async fn a_worker_killed_mid_step_leaves_a_job_that_completes_with_one_vm() {
     let mut stack = Stack::start().await;
     stack.register_demo_vms().await;
     // Deploys take long enough to kill the worker while it waits on one.
-    stack.cloudstack.set_async_job_duration(Duration::from_secs(5));
+    stack
+        .cloudstack
+        .set_async_job_duration(Duration::from_secs(5));
 
     let mut doomed = tokio::process::Command::new(workspace_bin("step-worker"))
         .envs(stack.worker_env("doomed-worker"))
@@ -46,13 +48,18 @@ async fn a_worker_killed_mid_step_leaves_a_job_that_completes_with_one_vm() {
             assert_eq!(creation["attempt"], 1);
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "deploy never started: {body:#}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "deploy never started: {body:#}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     doomed.start_kill().unwrap();
     doomed.wait().await.unwrap();
 
-    stack.cloudstack.set_async_job_duration(Duration::from_millis(30));
+    stack
+        .cloudstack
+        .set_async_job_duration(Duration::from_millis(30));
     stack.start_worker();
     let job = stack.wait_terminal(&job_id, Duration::from_secs(60)).await;
     assert_eq!(job["status"], "completed", "{job:#}");
@@ -62,7 +69,10 @@ async fn a_worker_killed_mid_step_leaves_a_job_that_completes_with_one_vm() {
         .iter()
         .find(|s| s["step_name"] == "test-vm-creation")
         .unwrap();
-    assert_eq!(creation["attempt"], 2, "the step ran again under a new attempt");
+    assert_eq!(
+        creation["attempt"], 2,
+        "the step ran again under a new attempt"
+    );
     let vms = stack.destination_vms();
     assert_eq!(vms.len(), 1, "no second VM: {vms:#?}");
     assert_eq!(vms[0]["state"], "Running");

@@ -178,7 +178,9 @@ pub struct VirtCustomizeSettings {
     pub deadline: Duration,
 }
 
-fn empty_string_is_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+fn empty_string_is_none<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<String>, D::Error> {
     let raw = Option::<String>::deserialize(d)?;
     Ok(raw.filter(|s| !s.trim().is_empty()))
 }
@@ -216,11 +218,7 @@ impl Settings {
             }
             figment = figment.merge(Toml::file(path));
         }
-        Ok(figment.merge(
-            Env::prefixed(ENV_PREFIX)
-                .ignore(&["CONFIG"])
-                .split("__"),
-        ))
+        Ok(figment.merge(Env::prefixed(ENV_PREFIX).ignore(&["CONFIG"]).split("__")))
     }
 
     pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
@@ -326,7 +324,10 @@ mod tests {
             assert_eq!(s.cloudstack.secret_key.expose_secret(), "env-secret");
             assert_eq!(s.log.format, LogFormat::Json);
             assert_eq!(
-                s.linstor.bearer_token.as_ref().map(|t| t.expose_secret().to_owned()),
+                s.linstor
+                    .bearer_token
+                    .as_ref()
+                    .map(|t| t.expose_secret().to_owned()),
                 Some("tok".to_owned())
             );
             Ok(())

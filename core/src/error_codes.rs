@@ -157,7 +157,9 @@ impl ErrorCode {
                 "Check the request body against the API reference",
                 "vm_id must be the VMware VM UUID; test_duration looks like \"30m\" or \"2h\"",
             ],
-            ErrorCode::JobNotFound => &["Check the job id; list jobs with GET /api/v1/failover/jobs"],
+            ErrorCode::JobNotFound => {
+                &["Check the job id; list jobs with GET /api/v1/failover/jobs"]
+            }
             ErrorCode::NotFound => &["Check the endpoint path against the API reference"],
             ErrorCode::MethodNotAllowed => &["Check the HTTP method against the API reference"],
             ErrorCode::Conflict => &["Wait for the active operation to finish, or inspect it"],

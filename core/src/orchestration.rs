@@ -153,12 +153,29 @@ pub struct StepFailure {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    Claimed { step: StepName, attempt: u32 },
-    Succeeded { step: StepName, attempt: u32 },
+    Claimed {
+        step: StepName,
+        attempt: u32,
+    },
+    Succeeded {
+        step: StepName,
+        attempt: u32,
+    },
     /// The worker found the step does not apply (a Linux guest's VirtIO injection).
-    Skipped { step: StepName, attempt: u32, reason: String },
-    Failed { step: StepName, attempt: u32, failure: StepFailure },
-    LeaseExpired { step: StepName, attempt: u32 },
+    Skipped {
+        step: StepName,
+        attempt: u32,
+        reason: String,
+    },
+    Failed {
+        step: StepName,
+        attempt: u32,
+        failure: StepFailure,
+    },
+    LeaseExpired {
+        step: StepName,
+        attempt: u32,
+    },
 }
 
 impl Event {

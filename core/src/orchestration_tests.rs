@@ -20,8 +20,20 @@ fn step(job: &mut JobState, event: Event) -> Transition {
 
 fn claim_and_succeed(job: &mut JobState, name: StepName) -> Transition {
     let attempt = job.step(name).unwrap().attempt;
-    step(job, Event::Claimed { step: name, attempt });
-    step(job, Event::Succeeded { step: name, attempt })
+    step(
+        job,
+        Event::Claimed {
+            step: name,
+            attempt,
+        },
+    );
+    step(
+        job,
+        Event::Succeeded {
+            step: name,
+            attempt,
+        },
+    )
 }
 
 fn statuses(job: &JobState) -> Vec<(&'static str, &'static str)> {
@@ -53,7 +65,10 @@ fn a_new_job_is_pending_with_validation_queued() {
         }]
     );
     assert_eq!(job.current_step(), Some(StepName::Validation));
-    assert_eq!(job.step(StepName::Snapshot).unwrap().status, StepStatus::Pending);
+    assert_eq!(
+        job.step(StepName::Snapshot).unwrap().status,
+        StepStatus::Pending
+    );
 }
 
 #[test]

@@ -241,7 +241,10 @@ mod tests {
     fn names_follow_the_prefix() {
         let t = StepTopology::with_prefix("failover", QueueType::Classic);
         assert_eq!(t.exchange(), "failover.steps");
-        assert_eq!(t.queue(StepName::VirtioInjection), "failover.step.virtio-injection");
+        assert_eq!(
+            t.queue(StepName::VirtioInjection),
+            "failover.step.virtio-injection"
+        );
         assert_eq!(t.dead_letter_queue(), "failover.dead-letter");
         assert_eq!(t.dead_letter_exchange(), "failover.dead");
     }

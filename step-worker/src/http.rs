@@ -40,11 +40,12 @@ pub fn build_client(
             path: shown.clone(),
             source,
         })?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|source| HttpSetupError::ParseCa {
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| {
+            HttpSetupError::ParseCa {
                 path: shown.clone(),
                 source,
-            })?;
+            }
+        })?;
         for cert in certs {
             builder = builder.add_root_certificate(cert);
         }

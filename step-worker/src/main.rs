@@ -12,7 +12,11 @@ use failover_core::{Settings, telemetry};
 use step_worker::{preflight, runtime};
 
 #[derive(Debug, Parser)]
-#[command(name = "step-worker", version, about = "Executes failover steps against LINSTOR, CloudStack and virt-customize")]
+#[command(
+    name = "step-worker",
+    version,
+    about = "Executes failover steps against LINSTOR, CloudStack and virt-customize"
+)]
 struct Cli {
     /// Configuration file (also FAILOVER_CONFIG); FAILOVER_* variables override it.
     #[arg(long, short)]
@@ -38,7 +42,12 @@ async fn main() -> anyhow::Result<()> {
         let checks = preflight::run(&settings).await;
         let mut ok = true;
         for check in &checks {
-            println!("{:<15} {:<4} {}", check.system, if check.ok { "ok" } else { "FAIL" }, check.detail);
+            println!(
+                "{:<15} {:<4} {}",
+                check.system,
+                if check.ok { "ok" } else { "FAIL" },
+                check.detail
+            );
             ok &= check.ok;
         }
         std::process::exit(if ok { 0 } else { 1 });

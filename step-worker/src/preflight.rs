@@ -26,7 +26,11 @@ pub async fn run(settings: &Settings) -> Vec<Check> {
             Ok(zones) => checks.push(Check {
                 system: "cloudstack",
                 ok: true,
-                detail: format!("{} answers; {} zone(s)", settings.cloudstack.endpoint, zones.len()),
+                detail: format!(
+                    "{} answers; {} zone(s)",
+                    settings.cloudstack.endpoint,
+                    zones.len()
+                ),
             }),
             Err(e) => checks.push(Check {
                 system: "cloudstack",
@@ -45,7 +49,10 @@ pub async fn run(settings: &Settings) -> Vec<Check> {
             Ok(v) => checks.push(Check {
                 system: "linstor",
                 ok: true,
-                detail: format!("{} answers; controller {}", settings.linstor.endpoint, v.version),
+                detail: format!(
+                    "{} answers; controller {}",
+                    settings.linstor.endpoint, v.version
+                ),
             }),
             Err(e) => checks.push(Check {
                 system: "linstor",
@@ -73,13 +80,21 @@ pub async fn run(settings: &Settings) -> Vec<Check> {
                 "{}; virtio-win {} {}",
                 String::from_utf8_lossy(&out.stdout).trim(),
                 vc.virtio_win_path.display(),
-                if vc.virtio_win_path.exists() { "found" } else { "MISSING" }
+                if vc.virtio_win_path.exists() {
+                    "found"
+                } else {
+                    "MISSING"
+                }
             ),
         },
         Ok(Ok(out)) => Check {
             system: "virt-customize",
             ok: false,
-            detail: format!("{} --version exited with {}", vc.command.display(), out.status),
+            detail: format!(
+                "{} --version exited with {}",
+                vc.command.display(),
+                out.status
+            ),
         },
         Ok(Err(e)) => Check {
             system: "virt-customize",

@@ -87,10 +87,20 @@ fn list_virtual_machines_under_its_recorded_key() {
         decode_list("listVirtualMachines", &inner, "virtualmachine").expect("vms");
     assert_eq!(vms.len(), 1);
     assert_eq!(vms[0].name, "testDummyVM");
-    assert_eq!(vms[0].service_offering_id.as_deref(), Some("498ce071-a077-4237-9492-e55c42553327"));
-    let history = decoded("VirtualMachineService.json", "listVirtualMachinesUsageHistory");
-    let vms: Vec<VirtualMachine> =
-        decode_list("listVirtualMachinesUsageHistory", &history, "VirtualMachine").expect("lenient");
+    assert_eq!(
+        vms[0].service_offering_id.as_deref(),
+        Some("498ce071-a077-4237-9492-e55c42553327")
+    );
+    let history = decoded(
+        "VirtualMachineService.json",
+        "listVirtualMachinesUsageHistory",
+    );
+    let vms: Vec<VirtualMachine> = decode_list(
+        "listVirtualMachinesUsageHistory",
+        &history,
+        "VirtualMachine",
+    )
+    .expect("lenient");
     assert_eq!(vms.len(), 1);
 }
 
@@ -110,7 +120,10 @@ fn networks_and_service_offerings() {
     let offering: ServiceOffering =
         decode_entity("createServiceOffering", &created, "serviceoffering").expect("offering");
     assert_eq!(offering.id, "efaeeab0-4b09-4729-8b6f-62645db41b37");
-    assert_eq!((offering.cpu_number, offering.memory), (Some(2), Some(2048)));
+    assert_eq!(
+        (offering.cpu_number, offering.memory),
+        (Some(2), Some(2048))
+    );
     let deleted = decoded("ServiceOfferingService.json", "deleteServiceOffering");
     assert_eq!(deleted["success"], Value::Bool(true));
 }
@@ -132,16 +145,30 @@ fn error_envelope_and_empty_list() {
         Err(err @ CloudStackError::Api { .. }) => {
             assert!(err.is_already_exists());
             assert!(!err.is_retryable());
-            let CloudStackError::Api { http_status, error_code, cs_error_code, .. } = err else {
+            let CloudStackError::Api {
+                http_status,
+                error_code,
+                cs_error_code,
+                ..
+            } = err
+            else {
                 unreachable!()
             };
-            assert_eq!((http_status, error_code, cs_error_code), (431, 431, Some(4350)));
+            assert_eq!(
+                (http_status, error_code, cs_error_code),
+                (431, 431, Some(4350))
+            );
         }
         other => panic!("expected an API error, got {other:?}"),
     }
-    let empty = decode_response("listVirtualMachines", 200, br#"{"listvirtualmachinesresponse":{}}"#)
-        .expect("empty list");
-    let vms: Vec<VirtualMachine> = decode_list("listVirtualMachines", &empty, "virtualmachine").expect("vms");
+    let empty = decode_response(
+        "listVirtualMachines",
+        200,
+        br#"{"listvirtualmachinesresponse":{}}"#,
+    )
+    .expect("empty list");
+    let vms: Vec<VirtualMachine> =
+        decode_list("listVirtualMachines", &empty, "virtualmachine").expect("vms");
     assert!(vms.is_empty());
     let proxy = decode_response("listZones", 502, b"<html>bad gateway</html>").expect_err("502");
     assert!(proxy.is_retryable() && proxy.is_ambiguous());
@@ -152,7 +179,11 @@ fn error_envelope_and_empty_list() {
 fn keys_of(values: impl IntoIterator<Item = Value>) -> BTreeSet<String> {
     values
         .into_iter()
-        .flat_map(|v| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()).unwrap_or_default())
+        .flat_map(|v| {
+            v.as_object()
+                .map(|o| o.keys().cloned().collect::<Vec<_>>())
+                .unwrap_or_default()
+        })
         .collect()
 }
 
@@ -162,57 +193,122 @@ fn keys_of(values: impl IntoIterator<Item = Value>) -> BTreeSet<String> {
 async fn simulator_answers_in_the_recorded_shape() {
     let h = cloudstack_support::start().await;
     let vms = reference("VirtualMachineService.json");
-    let real_vms: Vec<Value> = ["deployVirtualMachine", "stopVirtualMachine", "startVirtualMachine"]
-        .iter()
-        .map(|c| vms[c][format!("{}response", c.to_lowercase())]["jobresult"]["virtualmachine"].clone())
-        .chain(vms["listVirtualMachines"]["listVirtualMachines"]["virtualmachine"].as_array().cloned().unwrap_or_default())
-        .collect();
+    let real_vms: Vec<Value> = [
+        "deployVirtualMachine",
+        "stopVirtualMachine",
+        "startVirtualMachine",
+    ]
+    .iter()
+    .map(|c| vms[c][format!("{}response", c.to_lowercase())]["jobresult"]["virtualmachine"].clone())
+    .chain(
+        vms["listVirtualMachines"]["listVirtualMachines"]["virtualmachine"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default(),
+    )
+    .collect();
     let real_vm_keys = keys_of(real_vms.clone());
-    let real_nic_keys = keys_of(real_vms.iter().flat_map(|v| v["nic"].as_array().cloned().unwrap_or_default()));
+    let real_nic_keys = keys_of(
+        real_vms
+            .iter()
+            .flat_map(|v| v["nic"].as_array().cloned().unwrap_or_default()),
+    );
 
     let listed = h
         .client
-        .call("listVirtualMachines", &[("id", cloudstack_support::DEMO_APPLIANCE_VM_ID)])
+        .call(
+            "listVirtualMachines",
+            &[("id", cloudstack_support::DEMO_APPLIANCE_VM_ID)],
+        )
         .await
         .expect("list");
     assert_eq!(listed["count"], 1);
     let sim_vm = listed["virtualmachine"][0].clone();
     let sim_vm_keys = keys_of([sim_vm.clone()]);
     let invented: Vec<_> = sim_vm_keys.difference(&real_vm_keys).collect();
-    assert!(invented.is_empty(), "vm fields the real server does not send: {invented:?}");
-    for key in ["id", "name", "displayname", "state", "zoneid", "serviceofferingid", "templateid", "nic", "cpunumber", "memory", "rootdeviceid"] {
+    assert!(
+        invented.is_empty(),
+        "vm fields the real server does not send: {invented:?}"
+    );
+    for key in [
+        "id",
+        "name",
+        "displayname",
+        "state",
+        "zoneid",
+        "serviceofferingid",
+        "templateid",
+        "nic",
+        "cpunumber",
+        "memory",
+        "rootdeviceid",
+    ] {
         assert!(sim_vm_keys.contains(key), "vm lacks {key}");
     }
     let sim_nic_keys = keys_of(sim_vm["nic"].as_array().cloned().unwrap_or_default());
     assert_eq!(sim_nic_keys, real_nic_keys);
 
     let networks = reference("NetworkService.json");
-    let real_net_keys = keys_of(networks["listNetworks"]["listnetworksresponse"]["network"].as_array().cloned().unwrap_or_default());
+    let real_net_keys = keys_of(
+        networks["listNetworks"]["listnetworksresponse"]["network"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default(),
+    );
     let listed = h.client.call("listNetworks", &[]).await.expect("networks");
     let sim_net_keys = keys_of(listed["network"].as_array().cloned().unwrap_or_default());
     let invented: BTreeSet<_> = sim_net_keys.difference(&real_net_keys).cloned().collect();
     // An implemented VLAN network also reports these (the recording is of a
     // network still in state Allocated).
-    assert_eq!(invented, BTreeSet::from(["broadcasturi".to_owned(), "vlan".to_owned()]));
+    assert_eq!(
+        invented,
+        BTreeSet::from(["broadcasturi".to_owned(), "vlan".to_owned()])
+    );
 
     let offerings = reference("ServiceOfferingService.json");
-    let real_offering_keys = keys_of([offerings["createServiceOffering"]["createserviceofferingresponse"]["serviceoffering"].clone()]);
-    let listed = h.client.call("listServiceOfferings", &[]).await.expect("offerings");
+    let real_offering_keys = keys_of([
+        offerings["createServiceOffering"]["createserviceofferingresponse"]["serviceoffering"]
+            .clone(),
+    ]);
+    let listed = h
+        .client
+        .call("listServiceOfferings", &[])
+        .await
+        .expect("offerings");
     assert_eq!(listed["count"], 3);
-    assert_eq!(keys_of(listed["serviceoffering"].as_array().cloned().unwrap_or_default()), real_offering_keys);
+    assert_eq!(
+        keys_of(
+            listed["serviceoffering"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        ),
+        real_offering_keys
+    );
 
     let deploy = &vms["deployVirtualMachine"]["deployvirtualmachineresponse"];
     let real_job_keys = keys_of([deploy.clone()]);
     let started = h
         .client
-        .call("stopVirtualMachine", &[("id", cloudstack_support::DEMO_APPLIANCE_VM_ID)])
+        .call(
+            "stopVirtualMachine",
+            &[("id", cloudstack_support::DEMO_APPLIANCE_VM_ID)],
+        )
         .await
         .expect("stop");
     let job_id = started["jobid"].as_str().expect("jobid").to_owned();
-    let job = h.client.wait_for_job("stopVirtualMachine", &job_id).await.expect("job");
+    let job = h
+        .client
+        .wait_for_job("stopVirtualMachine", &job_id)
+        .await
+        .expect("job");
     let sim_job = serde_json::to_value(&job).expect("job json");
     assert_eq!(job.status(), JobStatus::Succeeded);
-    let raw = h.client.call("queryAsyncJobResult", &[("jobid", &job_id)]).await.expect("query");
+    let raw = h
+        .client
+        .call("queryAsyncJobResult", &[("jobid", &job_id)])
+        .await
+        .expect("query");
     assert_eq!(keys_of([raw.clone()]), real_job_keys, "{sim_job}");
     assert_eq!(raw["jobresulttype"], "object");
 }

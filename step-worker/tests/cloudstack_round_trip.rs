@@ -15,8 +15,19 @@ async fn catalog_of_the_demo_scenario() {
     assert_eq!(zones[0].id, DEMO_ZONE_ID);
     let offerings = h.client.list_service_offerings().await.expect("offerings");
     let sizes: Vec<_> = offerings.iter().map(|o| (o.cpu_number, o.memory)).collect();
-    assert_eq!(sizes, [(Some(1), Some(1024)), (Some(2), Some(4096)), (Some(4), Some(8192))]);
-    let featured = h.client.list_templates("featured", None).await.expect("templates");
+    assert_eq!(
+        sizes,
+        [
+            (Some(1), Some(1024)),
+            (Some(2), Some(4096)),
+            (Some(4), Some(8192))
+        ]
+    );
+    let featured = h
+        .client
+        .list_templates("featured", None)
+        .await
+        .expect("templates");
     assert_eq!(featured.len(), 1);
     assert_eq!(featured[0].id, DEMO_TEMPLATE_ID);
     let by_id = h
@@ -25,9 +36,21 @@ async fn catalog_of_the_demo_scenario() {
         .await
         .expect("template by id");
     assert_eq!(by_id.len(), 1);
-    let networks = h.client.list_networks(Some(DEMO_ZONE_ID)).await.expect("networks");
+    let networks = h
+        .client
+        .list_networks(Some(DEMO_ZONE_ID))
+        .await
+        .expect("networks");
     let names: Vec<_> = networks.iter().map(|n| n.name.as_str()).collect();
-    assert_eq!(names, ["failover-test", "failover-live", "VM Network", "failover-mgmt"]);
+    assert_eq!(
+        names,
+        [
+            "failover-test",
+            "failover-live",
+            "VM Network",
+            "failover-mgmt"
+        ]
+    );
     let appliance_disks = h
         .client
         .list_volumes(&VolumeFilter {
@@ -38,7 +61,14 @@ async fn catalog_of_the_demo_scenario() {
         .await
         .expect("appliance disks");
     let ids: Vec<_> = appliance_disks.iter().map(|v| v.id.as_str()).collect();
-    assert_eq!(ids, [DEMO_WIN_BOOT_VOLUME_ID, DEMO_WIN_DATA_VOLUME_ID, DEMO_PG_BOOT_VOLUME_ID]);
+    assert_eq!(
+        ids,
+        [
+            DEMO_WIN_BOOT_VOLUME_ID,
+            DEMO_WIN_DATA_VOLUME_ID,
+            DEMO_PG_BOOT_VOLUME_ID
+        ]
+    );
 }
 
 #[tokio::test]
@@ -54,8 +84,16 @@ async fn failover_round_trip_swaps_the_root_disk() {
     assert_eq!(vm.display_name.as_deref(), Some("win2019-app (failover)"));
     let nic = vm.default_nic().expect("nic");
     assert_eq!(nic.network_id, DEMO_TEST_NETWORK_ID);
-    assert!(nic.ip_address.as_deref().is_some_and(|ip| ip.starts_with("10.10.1.")));
-    assert!(nic.mac_address.as_deref().is_some_and(|m| m.starts_with("02:00:")));
+    assert!(
+        nic.ip_address
+            .as_deref()
+            .is_some_and(|ip| ip.starts_with("10.10.1."))
+    );
+    assert!(
+        nic.mac_address
+            .as_deref()
+            .is_some_and(|m| m.starts_with("02:00:"))
+    );
     let template_root = c
         .list_volumes(&VolumeFilter {
             virtual_machine_id: Some(vm.id.clone()),
@@ -69,20 +107,38 @@ async fn failover_round_trip_swaps_the_root_disk() {
     assert_eq!(template_root.device_id, Some(0));
 
     // Take the replicas off the appliance (running: data disks may go).
-    let boot = c.detach_volume(DEMO_WIN_BOOT_VOLUME_ID).await.expect("detach boot replica");
+    let boot = c
+        .detach_volume(DEMO_WIN_BOOT_VOLUME_ID)
+        .await
+        .expect("detach boot replica");
     assert!(!boot.is_attached());
-    c.detach_volume(DEMO_WIN_DATA_VOLUME_ID).await.expect("detach data replica");
+    c.detach_volume(DEMO_WIN_DATA_VOLUME_ID)
+        .await
+        .expect("detach data replica");
 
     // Swap the root disk: the template root goes, the replica becomes root.
-    let old_root = c.detach_volume(&template_root.id).await.expect("detach template root");
+    let old_root = c
+        .detach_volume(&template_root.id)
+        .await
+        .expect("detach template root");
     assert_eq!(old_root.volume_type, VolumeType::DataDisk);
-    c.delete_volume(&template_root.id).await.expect("delete template root");
-    assert!(c.get_volume(&template_root.id).await.expect("lookup").is_none());
+    c.delete_volume(&template_root.id)
+        .await
+        .expect("delete template root");
+    assert!(
+        c.get_volume(&template_root.id)
+            .await
+            .expect("lookup")
+            .is_none()
+    );
     let root = c
         .attach_volume(DEMO_WIN_BOOT_VOLUME_ID, &vm.id, Some(0))
         .await
         .expect("attach replica as root");
-    assert_eq!((root.volume_type.clone(), root.device_id), (VolumeType::Root, Some(0)));
+    assert_eq!(
+        (root.volume_type.clone(), root.device_id),
+        (VolumeType::Root, Some(0))
+    );
     assert_eq!(root.virtual_machine_id.as_deref(), Some(vm.id.as_str()));
     let data = c
         .attach_volume(DEMO_WIN_DATA_VOLUME_ID, &vm.id, None)
@@ -105,12 +161,18 @@ async fn failover_round_trip_swaps_the_root_disk() {
 
     // Clean-up: the replica root goes back to the appliance, the data disk
     // is released by the destroy itself.
-    c.detach_volume(DEMO_WIN_BOOT_VOLUME_ID).await.expect("detach root replica");
+    c.detach_volume(DEMO_WIN_BOOT_VOLUME_ID)
+        .await
+        .expect("detach root replica");
     let destroyed = c.destroy_vm(&vm.id, true).await.expect("destroy");
     assert_eq!(destroyed.and_then(|v| v.state), Some(VmState::Expunging));
     assert!(c.get_vm(&vm.id).await.expect("lookup").is_none());
     assert!(h.vms().await.iter().all(|v| v["id"] != vm.id.as_str()));
-    let released = c.get_volume(DEMO_WIN_DATA_VOLUME_ID).await.expect("lookup").expect("kept");
+    let released = c
+        .get_volume(DEMO_WIN_DATA_VOLUME_ID)
+        .await
+        .expect("lookup")
+        .expect("kept");
     assert!(!released.is_attached(), "data disk detached by destroy");
     let by_removed_vm = c
         .list_volumes(&VolumeFilter {
@@ -125,7 +187,10 @@ async fn failover_round_trip_swaps_the_root_disk() {
             .attach_volume(id, DEMO_APPLIANCE_VM_ID, None)
             .await
             .expect("back to the appliance");
-        assert_eq!(back.virtual_machine_id.as_deref(), Some(DEMO_APPLIANCE_VM_ID));
+        assert_eq!(
+            back.virtual_machine_id.as_deref(),
+            Some(DEMO_APPLIANCE_VM_ID)
+        );
     }
 }
 
@@ -133,8 +198,13 @@ async fn failover_round_trip_swaps_the_root_disk() {
 async fn destroy_with_expunge_removes_the_root_and_releases_data_disks() {
     let h = start().await;
     let c = &h.client;
-    let vm = c.deploy_vm(&deploy_request("pgtest1", false)).await.expect("deploy");
-    c.detach_volume(DEMO_PG_BOOT_VOLUME_ID).await.expect("detach replica");
+    let vm = c
+        .deploy_vm(&deploy_request("pgtest1", false))
+        .await
+        .expect("deploy");
+    c.detach_volume(DEMO_PG_BOOT_VOLUME_ID)
+        .await
+        .expect("detach replica");
     c.attach_volume(DEMO_PG_BOOT_VOLUME_ID, &vm.id, None)
         .await
         .expect("attach as data disk");
@@ -149,9 +219,17 @@ async fn destroy_with_expunge_removes_the_root_and_releases_data_disks() {
         .pop()
         .expect("root");
     c.start_vm(&vm.id).await.expect("start");
-    c.destroy_vm(&vm.id, true).await.expect("destroy running vm");
-    assert!(h.volume(&root.id).await.is_none(), "root removed with the vm");
-    let replica = h.volume(DEMO_PG_BOOT_VOLUME_ID).await.expect("replica kept");
+    c.destroy_vm(&vm.id, true)
+        .await
+        .expect("destroy running vm");
+    assert!(
+        h.volume(&root.id).await.is_none(),
+        "root removed with the vm"
+    );
+    let replica = h
+        .volume(DEMO_PG_BOOT_VOLUME_ID)
+        .await
+        .expect("replica kept");
     assert!(replica.get("virtualmachineid").is_none(), "{replica}");
     assert_eq!(replica["state"], "Ready");
 }
@@ -160,11 +238,17 @@ async fn destroy_with_expunge_removes_the_root_and_releases_data_disks() {
 async fn destroy_without_expunge_keeps_a_destroyed_vm() {
     let h = start().await;
     let c = &h.client;
-    let vm = c.deploy_vm(&deploy_request("keep-me", true)).await.expect("deploy");
+    let vm = c
+        .deploy_vm(&deploy_request("keep-me", true))
+        .await
+        .expect("deploy");
     assert_eq!(vm.state(), Some(&VmState::Running));
     let destroyed = c.destroy_vm(&vm.id, false).await.expect("destroy");
     assert_eq!(destroyed.and_then(|v| v.state), Some(VmState::Destroyed));
-    let again = c.destroy_vm(&vm.id, false).await.expect_err("already destroyed");
+    let again = c
+        .destroy_vm(&vm.id, false)
+        .await
+        .expect_err("already destroyed");
     assert_eq!(again.error_code(), Some(431));
     c.destroy_vm(&vm.id, true).await.expect("expunge later");
     assert!(c.get_vm(&vm.id).await.expect("lookup").is_none());
@@ -180,15 +264,30 @@ async fn volume_and_vm_snapshots() {
         .expect("volume snapshot");
     assert_eq!(snap.state.as_deref(), Some("BackedUp"));
     assert_eq!(snap.volume_id.as_deref(), Some(DEMO_PG_BOOT_VOLUME_ID));
-    assert_eq!(c.list_snapshots(DEMO_PG_BOOT_VOLUME_ID).await.expect("list").len(), 1);
+    assert_eq!(
+        c.list_snapshots(DEMO_PG_BOOT_VOLUME_ID)
+            .await
+            .expect("list")
+            .len(),
+        1
+    );
 
-    let vm = c.deploy_vm(&deploy_request("snap-vm", false)).await.expect("deploy");
-    let vm_snap = c.create_vm_snapshot(&vm.id, Some("s1"), false).await.expect("vm snapshot");
+    let vm = c
+        .deploy_vm(&deploy_request("snap-vm", false))
+        .await
+        .expect("deploy");
+    let vm_snap = c
+        .create_vm_snapshot(&vm.id, Some("s1"), false)
+        .await
+        .expect("vm snapshot");
     assert_eq!(vm_snap.state.as_deref(), Some("Ready"));
     assert_eq!(vm_snap.current, Some(true));
     let detach = c.detach_volume(DEMO_PG_BOOT_VOLUME_ID).await;
     assert!(detach.is_ok(), "the appliance has no vm snapshots");
-    let refused = c.attach_volume(DEMO_PG_BOOT_VOLUME_ID, &vm.id, None).await.expect_err("vm has snapshots");
+    let refused = c
+        .attach_volume(DEMO_PG_BOOT_VOLUME_ID, &vm.id, None)
+        .await
+        .expect_err("vm has snapshots");
     assert_eq!(refused.error_code(), Some(431));
     let reverted = c.revert_to_vm_snapshot(&vm_snap.id).await.expect("revert");
     assert_eq!(reverted.state(), Some(&VmState::Stopped));

@@ -79,7 +79,7 @@ async fn snapshot_round_trip() {
         names,
         [RD, DEMO_RD_WIN2019_APP_DISK0, DEMO_RD_WIN2019_APP_DISK1]
     );
-    assert_eq!(rds[0].volume_definitions[0].size_kib, 40 * 1024 * 1024);
+    assert_eq!(rds[0].volume_definitions[0].size_kib, 20 * 1024 * 1024);
     let rd = client
         .get_resource_definition("PVC-PGTEST1-DISK0")
         .await
@@ -92,7 +92,7 @@ async fn snapshot_round_trip() {
     assert_eq!(created.snapshot.nodes.len(), 2);
     assert_eq!(
         created.snapshot.volume_definitions[0].size_kib,
-        Some(40 * 1024 * 1024)
+        Some(20 * 1024 * 1024)
     );
 
     // A retried step creates again: no duplicate, the existing one is accepted.

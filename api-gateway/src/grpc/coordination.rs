@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use failover_core::ErrorCode;
 use failover_core::orchestration::StepFailure;
@@ -24,6 +25,33 @@ impl StepCoordinationService {
     }
 }
 
+/// The metadata key workers put the job's correlation id in.
+pub const CORRELATION_METADATA: &str = "x-correlation-id";
+
+/// A span for one call, carrying the correlation id the worker sent.
+fn call_span<T>(
+    request: &Request<T>,
+    call: &'static str,
+    job_id: &str,
+    step: &str,
+    attempt: u32,
+) -> tracing::Span {
+    let correlation_id = request
+        .metadata()
+        .get(CORRELATION_METADATA)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    tracing::info_span!(
+        "step_coordination",
+        call,
+        correlation_id,
+        job_id,
+        step,
+        attempt
+    )
+}
+
 fn step_name(name: &str) -> Result<StepName, Status> {
     StepName::parse(name).ok_or_else(|| invalid(format!("unknown step {name:?}")))
 }
@@ -42,15 +70,23 @@ impl StepCoordination for StepCoordinationService {
         &self,
         request: Request<pb::ClaimStepRequest>,
     ) -> Result<Response<pb::ClaimStepResponse>, Status> {
+        let span = call_span(
+            &request,
+            "claim",
+            &request.get_ref().job_id,
+            &request.get_ref().step_name,
+            request.get_ref().attempt,
+        );
         let req = request.into_inner();
         let step = step_name(&req.step_name)?;
         let verdict = self
             .service
             .claim(&req.job_id, step, req.attempt, worker(&req.worker_id)?)
+            .instrument(span.clone())
             .await
             .map_err(status)?;
         let lease_ms = u64::try_from(self.service.lease_duration().as_millis()).unwrap_or(u64::MAX);
-        tracing::info!(job_id = %req.job_id, step = %step, attempt = req.attempt, worker_id = %req.worker_id, ?verdict, "claim");
+        span.in_scope(|| tracing::info!(worker_id = %req.worker_id, ?verdict, "claim"));
         Ok(Response::new(match verdict {
             Verdict::Accepted => pb::ClaimStepResponse {
                 granted: true,
@@ -103,6 +139,13 @@ impl StepCoordination for StepCoordinationService {
         &self,
         request: Request<pb::ReportStepRequest>,
     ) -> Result<Response<pb::ReportStepResponse>, Status> {
+        let span = call_span(
+            &request,
+            "report",
+            &request.get_ref().job_id,
+            &request.get_ref().step_name,
+            request.get_ref().attempt,
+        );
         let req = request.into_inner();
         let step = step_name(&req.step_name)?;
         let outcome = match req.outcome {
@@ -134,9 +177,10 @@ impl StepCoordination for StepCoordinationService {
                 outcome,
                 log,
             )
+            .instrument(span.clone())
             .await
             .map_err(status)?;
-        tracing::info!(job_id = %req.job_id, step = %step, attempt = req.attempt, worker_id = %req.worker_id, ?verdict, "report");
+        span.in_scope(|| tracing::info!(worker_id = %req.worker_id, ?verdict, "report"));
         Ok(Response::new(match verdict {
             Verdict::Accepted => pb::ReportStepResponse {
                 accepted: true,

@@ -69,7 +69,10 @@ fn detail(d: &JobDetail) -> pb::Job {
 
 #[tonic::async_trait]
 impl JobStatus for JobStatusService {
-    async fn get_job(&self, request: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
+    async fn get_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
         let found = match request.into_inner().key {
             Some(pb::get_job_request::Key::JobId(id)) => self.service.get_job(&id).await,
             Some(pb::get_job_request::Key::CorrelationId(id)) => {

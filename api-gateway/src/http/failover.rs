@@ -56,10 +56,7 @@ fn parse(
     let mut problems = Vec::new();
     let vm_id = Uuid::parse_str(body.vm_id.trim()).ok();
     if vm_id.is_none() {
-        problems.push(format!(
-            "vm_id {:?} is not a VMware VM UUID",
-            body.vm_id
-        ));
+        problems.push(format!("vm_id {:?} is not a VMware VM UUID", body.vm_id));
     }
     if body.vm_name.trim().is_empty() || body.vm_name.len() > 255 {
         problems.push("vm_name must be 1 to 255 characters".to_owned());
@@ -89,9 +86,11 @@ fn parse(
         }
     }
     if !problems.is_empty() {
-        return Err(ApiError::invalid(format!("Invalid request: {}", problems.join("; ")))
-            .with_problems(problems)
-            .with_correlation(correlation_id));
+        return Err(
+            ApiError::invalid(format!("Invalid request: {}", problems.join("; ")))
+                .with_problems(problems)
+                .with_correlation(correlation_id),
+        );
     }
     Ok(StartFailover {
         job_type,
@@ -135,11 +134,11 @@ async fn start(
 ) -> Result<Response, ApiError> {
     let command = parse(job_type, body, correlation.0)?;
     let vm_id = command.vm_id;
-    let accepted = state
-        .service
-        .start(command.clone())
-        .await
-        .map_err(|e| ApiError::from(e).with_vm(vm_id).with_correlation(correlation.0))?;
+    let accepted = state.service.start(command.clone()).await.map_err(|e| {
+        ApiError::from(e)
+            .with_vm(vm_id)
+            .with_correlation(correlation.0)
+    })?;
 
     let mut data = json!({
         "correlation_id": correlation.0,
@@ -160,8 +159,12 @@ async fn start(
                 humantime::format_duration(state.settings.gateway.estimated_test_duration)
                     .to_string()
             });
-            body["message"] = json!(match (command.skips.skip_snapshot, command.skips.skip_virtio_injection) {
-                (false, false) => "Test failover initiated successfully with snapshot protection and VirtIO injection",
+            body["message"] = json!(match (
+                command.skips.skip_snapshot,
+                command.skips.skip_virtio_injection
+            ) {
+                (false, false) =>
+                    "Test failover initiated successfully with snapshot protection and VirtIO injection",
                 (false, true) => "Test failover initiated successfully with snapshot protection",
                 (true, false) => "Test failover initiated successfully with VirtIO injection",
                 (true, true) => "Test failover initiated successfully",

@@ -112,9 +112,10 @@ pub fn summary(job: &JobRow) -> Value {
 }
 
 fn step(step: &StepRow) -> Value {
-    let error = step.error_code.as_ref().map(|code| {
-        json!({"error_code": code, "error_message": step.error_message})
-    });
+    let error = step
+        .error_code
+        .as_ref()
+        .map(|code| json!({"error_code": code, "error_message": step.error_message}));
     json!({
         "step_name": step.step_name,
         "status": step.status,
@@ -166,7 +167,9 @@ pub async fn list(
     Extension(correlation): Extension<CorrelationId>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let filter = query.filter().map_err(|e| e.with_correlation(correlation.0))?;
+    let filter = query
+        .filter()
+        .map_err(|e| e.with_correlation(correlation.0))?;
     let (jobs, total) = state
         .service
         .list_jobs(&filter)

@@ -56,7 +56,10 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(ErrorCode::MethodNotAllowed, "Method not allowed on this endpoint")
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        "Method not allowed on this endpoint",
+    )
 }
 
 async fn live() -> impl IntoResponse {
@@ -65,7 +68,10 @@ async fn live() -> impl IntoResponse {
 
 async fn ready(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
     match sqlx::query("SELECT 1").execute(state.service.pool()).await {
-        Ok(_) => (StatusCode::OK, Json(json!({"status": "ready", "database": "ok"}))),
+        Ok(_) => (
+            StatusCode::OK,
+            Json(json!({"status": "ready", "database": "ok"})),
+        ),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"status": "unavailable", "database": e.to_string()})),

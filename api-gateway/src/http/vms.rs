@@ -30,13 +30,12 @@ pub async fn put(
     let id = vm_id(&raw, correlation)?;
     let problems = spec.problems();
     if !problems.is_empty() {
-        return Err(ApiError::invalid(format!(
-            "Invalid VM registration: {}",
-            problems.join("; ")
-        ))
-        .with_problems(problems)
-        .with_vm(id)
-        .with_correlation(correlation.0));
+        return Err(
+            ApiError::invalid(format!("Invalid VM registration: {}", problems.join("; ")))
+                .with_problems(problems)
+                .with_vm(id)
+                .with_correlation(correlation.0),
+        );
     }
     let (record, created) = inventory::upsert(state.service.pool(), id, &spec)
         .await
@@ -60,9 +59,11 @@ pub async fn get(
         .map_err(|e| ApiError::from(e).with_correlation(correlation.0))?
     {
         Some(record) => Ok(Json(json!({"success": true, "data": record}))),
-        None => Err(ApiError::new(ErrorCode::VmNotFound, "VM not found in the inventory")
-            .with_vm(id)
-            .with_correlation(correlation.0)),
+        None => Err(
+            ApiError::new(ErrorCode::VmNotFound, "VM not found in the inventory")
+                .with_vm(id)
+                .with_correlation(correlation.0),
+        ),
     }
 }
 
@@ -73,7 +74,9 @@ pub async fn list(
     let records = inventory::list(state.service.pool())
         .await
         .map_err(|e| ApiError::from(e).with_correlation(correlation.0))?;
-    Ok(Json(json!({"success": true, "data": records, "total": records.len()})))
+    Ok(Json(
+        json!({"success": true, "data": records, "total": records.len()}),
+    ))
 }
 
 pub async fn delete(
@@ -86,10 +89,15 @@ pub async fn delete(
         .await
         .map_err(|e| ApiError::from(e).with_correlation(correlation.0))?
     {
-        Deletion::Deleted => Ok(Json(json!({"success": true, "message": "VM removed from the inventory"}))),
-        Deletion::NotFound => Err(ApiError::new(ErrorCode::VmNotFound, "VM not found in the inventory")
-            .with_vm(id)
-            .with_correlation(correlation.0)),
+        Deletion::Deleted => Ok(Json(
+            json!({"success": true, "message": "VM removed from the inventory"}),
+        )),
+        Deletion::NotFound => Err(ApiError::new(
+            ErrorCode::VmNotFound,
+            "VM not found in the inventory",
+        )
+        .with_vm(id)
+        .with_correlation(correlation.0)),
         Deletion::Busy { job_id } => Err(ApiError::new(
             ErrorCode::Conflict,
             format!("VM has an active job {job_id}; wait for it to finish"),

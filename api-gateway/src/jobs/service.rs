@@ -12,7 +12,9 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use failover_core::Settings;
-use failover_core::orchestration::{self, Event, JobState, Refusal, RetryPolicy, StepFailure, Transition};
+use failover_core::orchestration::{
+    self, Event, JobState, Refusal, RetryPolicy, StepFailure, Transition,
+};
 use failover_core::pipeline::{JobType, SkipFlags, StepName};
 use failover_core::{JobStatus, StepStatus};
 
@@ -218,8 +220,15 @@ impl FailoverService {
             .await?
             .ok_or(StoreError::Vanished)?;
         debug_assert_eq!(locked.state(&steps)?.steps.len(), state.steps.len());
-        self.persist(&mut tx, &locked, &transition, &BTreeMap::new(), None, &StepFacts::default())
-            .await?;
+        self.persist(
+            &mut tx,
+            &locked,
+            &transition,
+            &BTreeMap::new(),
+            None,
+            &StepFacts::default(),
+        )
+        .await?;
         tx.commit().await.map_err(StoreError::from)?;
         info!(job_id, correlation_id = %req.correlation_id, vm_id = %req.vm_id, job_type = %req.job_type, "failover accepted");
         Ok(Accepted {
@@ -241,8 +250,14 @@ impl FailoverService {
             lease: Some(self.lease_duration()),
             ..Default::default()
         };
-        self.apply_event(job_id, Event::Claimed { step, attempt }, None, &facts, BTreeMap::new())
-            .await
+        self.apply_event(
+            job_id,
+            Event::Claimed { step, attempt },
+            None,
+            &facts,
+            BTreeMap::new(),
+        )
+        .await
     }
 
     /// Renews a lease; false when it is not `worker_id`'s any more.
@@ -329,7 +344,6 @@ impl FailoverService {
                 )
                 .await?;
             if verdict == Verdict::Accepted {
-                warn!(job_id, step = %step, attempt, "step lease expired; dispatched again");
                 handled += 1;
             }
         }
@@ -372,6 +386,18 @@ impl FailoverService {
             Ok(t) => t,
             Err(refusal) => return Ok(Verdict::Refused(refusal_text(&refusal))),
         };
+        if let Event::LeaseExpired { step, attempt } = &event {
+            warn!(job_id, correlation_id = %job.correlation_id, step = %step, attempt, "step lease expired; dispatching it again");
+        }
+        info!(
+            job_id,
+            correlation_id = %job.correlation_id,
+            step = %event.step(),
+            attempt = event.attempt(),
+            event = event_name(&event),
+            job_status = transition.job_status.as_str(),
+            "step event applied"
+        );
         self.persist(&mut tx, &job, &transition, &outputs, Some(&event), facts)
             .await?;
         tx.commit().await.map_err(StoreError::from)?;
@@ -440,9 +466,9 @@ impl FailoverService {
                 &format!("failover.{}", job.job_type),
                 transition.job_status.as_str(),
                 transition.job_error.as_ref().map(|e| e.message.as_str()),
-                transition.job_error.as_ref().map(|e| {
-                    serde_json::json!({"error_code": e.code.as_str(), "step": e.step.as_str()})
-                }),
+                transition.job_error.as_ref().map(
+                    |e| serde_json::json!({"error_code": e.code.as_str(), "step": e.step.as_str()}),
+                ),
             )
             .await?;
         }
@@ -474,7 +500,10 @@ impl FailoverService {
             .ok_or_else(|| ServiceError::JobNotFound(job_id.to_owned()))
     }
 
-    pub async fn get_job_by_correlation(&self, correlation_id: Uuid) -> Result<JobDetail, ServiceError> {
+    pub async fn get_job_by_correlation(
+        &self,
+        correlation_id: Uuid,
+    ) -> Result<JobDetail, ServiceError> {
         let job_id = store::job_id_by_correlation(&self.pool, correlation_id)
             .await?
             .ok_or_else(|| ServiceError::JobNotFound(correlation_id.to_string()))?;
@@ -483,6 +512,16 @@ impl FailoverService {
 
     pub async fn list_jobs(&self, filter: &JobFilter) -> Result<(Vec<JobRow>, i64), ServiceError> {
         Ok(store::list_jobs(&self.pool, filter).await?)
+    }
+}
+
+fn event_name(event: &Event) -> &'static str {
+    match event {
+        Event::Claimed { .. } => "claimed",
+        Event::Succeeded { .. } => "succeeded",
+        Event::Skipped { .. } => "skipped",
+        Event::Failed { .. } => "failed",
+        Event::LeaseExpired { .. } => "lease-expired",
     }
 }
 

@@ -337,11 +337,12 @@ pub async fn expired_leases(
 }
 
 pub async fn get_job(pool: &PgPool, job_id: &str) -> Result<Option<JobDetail>, StoreError> {
-    let job: Option<JobRow> =
-        sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM failover_jobs WHERE job_id = $1"))
-            .bind(job_id)
-            .fetch_optional(pool)
-            .await?;
+    let job: Option<JobRow> = sqlx::query_as(&format!(
+        "SELECT {JOB_COLUMNS} FROM failover_jobs WHERE job_id = $1"
+    ))
+    .bind(job_id)
+    .fetch_optional(pool)
+    .await?;
     let Some(job) = job else {
         return Ok(None);
     };
@@ -390,12 +391,17 @@ fn push_filters<'a>(query: &mut QueryBuilder<'a, Postgres>, filter: &'a JobFilte
         query.push(" AND vm_id = ").push_bind(vm_id);
     }
     if let Some(correlation_id) = filter.correlation_id {
-        query.push(" AND correlation_id = ").push_bind(correlation_id);
+        query
+            .push(" AND correlation_id = ")
+            .push_bind(correlation_id);
     }
 }
 
 /// A page of jobs, newest first, and how many match in all.
-pub async fn list_jobs(pool: &PgPool, filter: &JobFilter) -> Result<(Vec<JobRow>, i64), StoreError> {
+pub async fn list_jobs(
+    pool: &PgPool,
+    filter: &JobFilter,
+) -> Result<(Vec<JobRow>, i64), StoreError> {
     let mut count = QueryBuilder::new("SELECT count(*) FROM failover_jobs");
     push_filters(&mut count, filter);
     let (total,): (i64,) = count.build_query_as().fetch_one(pool).await?;

@@ -43,7 +43,7 @@ pub struct Stack {
     pub http: reqwest::Client,
     shutdown: CancellationToken,
     workers: Vec<CancellationToken>,
-    gateway: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    gateways: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 async fn serve(router: axum::Router, shutdown: CancellationToken) -> SocketAddr {
@@ -139,6 +139,7 @@ impl Stack {
             api_gateway::Listeners { rest, grpc },
             shutdown.child_token(),
         ));
+        wait_until_answers(&format!("http://{rest_addr}/health/ready")).await;
         Stack {
             settings,
             pool,
@@ -151,8 +152,32 @@ impl Stack {
             http: reqwest::Client::new(),
             shutdown,
             workers: Vec::new(),
-            gateway: Some(gateway),
+            gateways: vec![gateway],
         }
+    }
+
+    /// Starts another gateway replica on the same database and broker;
+    /// returns its REST base URL.
+    pub async fn start_gateway_replica(&mut self) -> String {
+        let rest = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", rest.local_addr().unwrap());
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .connect(&format!(
+                "postgres://postgres@127.0.0.1:5432/{}",
+                self.db_name
+            ))
+            .await
+            .unwrap();
+        self.gateways.push(tokio::spawn(api_gateway::run(
+            self.settings.clone(),
+            pool,
+            api_gateway::Listeners { rest, grpc },
+            self.shutdown.child_token(),
+        )));
+        wait_until_answers(&format!("{base}/health/ready")).await;
+        base
     }
 
     /// Starts an in-process worker for every step.
@@ -169,15 +194,27 @@ impl Stack {
         use secrecy::ExposeSecret;
         let s = &self.settings;
         vec![
-            ("FAILOVER_AMQP__URL".into(), s.amqp.url.expose_secret().to_owned()),
+            (
+                "FAILOVER_AMQP__URL".into(),
+                s.amqp.url.expose_secret().to_owned(),
+            ),
             ("FAILOVER_AMQP__PREFIX".into(), s.amqp.prefix.clone()),
             ("FAILOVER_WORKER__GATEWAY_URL".into(), self.grpc_url.clone()),
             ("FAILOVER_WORKER__WORKER_ID".into(), worker_id.into()),
             ("FAILOVER_WORKER__HEARTBEAT_INTERVAL".into(), "500ms".into()),
-            ("FAILOVER_CLOUDSTACK__ENDPOINT".into(), s.cloudstack.endpoint.to_string()),
-            ("FAILOVER_CLOUDSTACK__ASYNC_POLL_INITIAL".into(), "20ms".into()),
+            (
+                "FAILOVER_CLOUDSTACK__ENDPOINT".into(),
+                s.cloudstack.endpoint.to_string(),
+            ),
+            (
+                "FAILOVER_CLOUDSTACK__ASYNC_POLL_INITIAL".into(),
+                "20ms".into(),
+            ),
             ("FAILOVER_CLOUDSTACK__ASYNC_POLL_MAX".into(), "200ms".into()),
-            ("FAILOVER_LINSTOR__ENDPOINT".into(), s.linstor.endpoint.to_string()),
+            (
+                "FAILOVER_LINSTOR__ENDPOINT".into(),
+                s.linstor.endpoint.to_string(),
+            ),
             (
                 "FAILOVER_VIRT_CUSTOMIZE__COMMAND".into(),
                 s.virt_customize.command.display().to_string(),
@@ -197,7 +234,11 @@ impl Stack {
     /// Registers the demo's Windows VM (two disks) and Linux VM (one disk),
     /// with disk files for the virt-customize stand-in.
     pub async fn register_demo_vms(&self) {
-        for name in ["win2019-app-disk0.raw", "win2019-app-disk1.raw", "pgtest1-disk0.raw"] {
+        for name in [
+            "win2019-app-disk0.raw",
+            "win2019-app-disk1.raw",
+            "pgtest1-disk0.raw",
+        ] {
             std::fs::write(self.disk_path(name), b"disk").unwrap();
         }
         let win = json!({
@@ -331,17 +372,32 @@ impl Stack {
             worker.cancel();
         }
         self.shutdown.cancel();
-        if let Some(gateway) = self.gateway.take() {
+        for gateway in self.gateways.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(10), gateway).await;
         }
         self.pool.close().await;
         if let Ok(mut admin) = sqlx::PgConnection::connect(ADMIN_DB_URL).await {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db_name))
-                .execute(&mut admin)
-                .await;
+            let _ = sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.db_name
+            ))
+            .execute(&mut admin)
+            .await;
         }
         delete_broker_objects(&self.settings.amqp.prefix).await;
     }
+}
+
+async fn wait_until_answers(url: &str) {
+    for _ in 0..100 {
+        if let Ok(r) = reqwest::get(url).await
+            && r.status().is_success()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{url} does not answer");
 }
 
 async fn delete_broker_objects(prefix: &str) {

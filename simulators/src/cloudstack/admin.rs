@@ -34,30 +34,37 @@ pub fn routes() -> Router<Arc<CloudStackSim>> {
         .route("/sim/seed", post(seed))
         .route("/sim/seed/demo", post(seed_demo))
         .route("/sim/state", get(state))
-        .route("/sim/faults", get(list_faults).post(add_fault).delete(clear_faults))
+        .route(
+            "/sim/faults",
+            get(list_faults).post(add_fault).delete(clear_faults),
+        )
         .route("/sim/reset", post(reset))
         .route("/sim/config", get(get_config).put(put_config))
 }
 
 fn bad_request(message: impl std::fmt::Display) -> Response {
-    json_response(StatusCode::BAD_REQUEST, &json!({ "error": message.to_string() }))
+    json_response(
+        StatusCode::BAD_REQUEST,
+        &json!({ "error": message.to_string() }),
+    )
 }
 
 fn ok(body: &Value) -> Response {
     json_response(StatusCode::OK, body)
 }
 
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+/// The JSON body as `T`, or the reason it is not one.
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
     if body.is_empty() {
-        return Err(bad_request("a JSON body is required"));
+        return Err("a JSON body is required".to_owned());
     }
-    serde_json::from_slice(body).map_err(|e| bad_request(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))
 }
 
 async fn seed(State(sim): Sim, body: Bytes) -> Response {
     let request: SeedRequest = match parse(&body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(reason) => return bad_request(reason),
     };
     match sim.seed(&request) {
         Ok(report) => ok(&json!(report)),
@@ -83,7 +90,7 @@ async fn list_faults(State(sim): Sim) -> Response {
 async fn add_fault(State(sim): Sim, body: Bytes) -> Response {
     let rule: FaultRule = match parse(&body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(reason) => return bad_request(reason),
     };
     match sim.faults().add(rule.clone()) {
         Ok(()) => ok(&json!(rule)),
@@ -110,7 +117,7 @@ async fn get_config(State(sim): Sim) -> Response {
 async fn put_config(State(sim): Sim, body: Bytes) -> Response {
     let config: ConfigBody = match parse(&body) {
         Ok(c) => c,
-        Err(resp) => return resp,
+        Err(reason) => return bad_request(reason),
     };
     if config.async_job_ms > 24 * 3600 * 1000 {
         return bad_request("async_job_ms must be at most one day");

@@ -28,7 +28,11 @@ fn normalize(name: &str) -> String {
     // `details[0].cpuNumber`: the map key after the brackets keeps its case.
     match name.find("].") {
         Some(pos) if name[..pos].contains('[') => {
-            format!("{}{}", name[..pos + 2].to_ascii_lowercase(), &name[pos + 2..])
+            format!(
+                "{}{}",
+                name[..pos + 2].to_ascii_lowercase(),
+                &name[pos + 2..]
+            )
         }
         _ => name.to_ascii_lowercase(),
     }
@@ -54,7 +58,9 @@ fn receive(query: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Result<Rece
     }
     let mut params = Params::new();
     for (name, value) in &raw {
-        params.entry(normalize(name)).or_insert_with(|| value.clone());
+        params
+            .entry(normalize(name))
+            .or_insert_with(|| value.clone());
     }
     Ok(Received { raw, params })
 }
@@ -108,11 +114,19 @@ pub async fn handle(
     decision.delay().await;
     if let Some(status) = decision.fail {
         let err = ApiError::injected(status.unwrap_or(530));
-        tracing::info!(command = requested.as_str(), status = err.code, "injected failure");
+        tracing::info!(
+            command = requested.as_str(),
+            status = err.code,
+            "injected failure"
+        );
         return err.into_response(&response_name);
     }
     if let Err(err) = authenticate(&sim, &received) {
-        tracing::info!(command = requested.as_str(), status = 401, "request refused");
+        tracing::info!(
+            command = requested.as_str(),
+            status = 401,
+            "request refused"
+        );
         return err.into_response(&response_name);
     }
     let Some((command, handler)) = known else {
@@ -137,7 +151,13 @@ pub async fn handle(
             json_response(StatusCode::OK, &json!({ response_name: value }))
         }
         Err(err) => {
-            tracing::debug!(command, status = err.code, elapsed_ms, error = err.text.as_str(), "api call refused");
+            tracing::debug!(
+                command,
+                status = err.code,
+                elapsed_ms,
+                error = err.text.as_str(),
+                "api call refused"
+            );
             err.into_response(&response_name)
         }
     }

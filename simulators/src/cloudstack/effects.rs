@@ -14,18 +14,45 @@ pub enum Effect {
     /// Ends the job with this error.
     Fail(ApiError),
     /// The VM was created when the command arrived; `start` boots it.
-    Deploy { vm_id: String, start: bool },
-    Start { vm_id: String },
-    Stop { vm_id: String },
+    Deploy {
+        vm_id: String,
+        start: bool,
+    },
+    Start {
+        vm_id: String,
+    },
+    Stop {
+        vm_id: String,
+    },
     /// Answers the VM as it is (stopping a stopped VM).
-    ReturnVm { vm_id: String },
-    Destroy { vm_id: String, expunge: bool, before: VmState },
-    Attach { volume_id: String, vm_id: String, device_id: Option<u32> },
-    Detach { volume_id: String },
-    Snapshot { snapshot_id: String },
-    VmSnapshot { vm_snapshot_id: String },
-    Revert { vm_snapshot_id: String },
-    DeleteVmSnapshot { vm_snapshot_id: String },
+    ReturnVm {
+        vm_id: String,
+    },
+    Destroy {
+        vm_id: String,
+        expunge: bool,
+        before: VmState,
+    },
+    Attach {
+        volume_id: String,
+        vm_id: String,
+        device_id: Option<u32>,
+    },
+    Detach {
+        volume_id: String,
+    },
+    Snapshot {
+        snapshot_id: String,
+    },
+    VmSnapshot {
+        vm_snapshot_id: String,
+    },
+    Revert {
+        vm_snapshot_id: String,
+    },
+    DeleteVmSnapshot {
+        vm_snapshot_id: String,
+    },
 }
 
 fn wrong_state(action: &str, vm: &Vm) -> ApiError {
@@ -83,9 +110,16 @@ pub fn check_destroy(vm: &Vm, expunge: bool) -> Result<(), ApiError> {
 const ROOT_STATE_RULE: &str =
     "Root volume detach can happen only when vm is in states: Stopped or Destroyed";
 
-pub fn check_attach(w: &World, vol: &Volume, vm: &Vm, device_id: Option<u32>) -> Result<(), ApiError> {
+pub fn check_attach(
+    w: &World,
+    vol: &Volume,
+    vm: &Vm,
+    device_id: Option<u32>,
+) -> Result<(), ApiError> {
     if vol.state == "Destroy" {
-        return Err(ApiError::param("Please specify a volume that is not destroyed."));
+        return Err(ApiError::param(
+            "Please specify a volume that is not destroyed.",
+        ));
     }
     if vol.vm_id.is_some() {
         return Err(ApiError::in_use(
@@ -116,7 +150,11 @@ pub fn check_attach(w: &World, vol: &Volume, vm: &Vm, device_id: Option<u32>) ->
                 return Err(ApiError::param("Vm already has root volume attached to it"));
             }
         }
-        Some(dev) if w.attached_to(&vm.id).iter().any(|v| v.device_id == Some(dev)) => {
+        Some(dev)
+            if w.attached_to(&vm.id)
+                .iter()
+                .any(|v| v.device_id == Some(dev)) =>
+        {
             return Err(ApiError::internal(format!(
                 "deviceId {dev} is used by vm {}",
                 vm.id
@@ -129,9 +167,14 @@ pub fn check_attach(w: &World, vol: &Volume, vm: &Vm, device_id: Option<u32>) ->
 
 pub fn check_detach(w: &World, vol: &Volume) -> Result<(), ApiError> {
     let Some(vm) = vol.vm_id.as_deref().and_then(|id| w.vm(id)) else {
-        return Err(ApiError::param("The specified volume is not attached to a VM."));
+        return Err(ApiError::param(
+            "The specified volume is not attached to a VM.",
+        ));
     };
-    if !matches!(vm.state, VmState::Running | VmState::Stopped | VmState::Destroyed) {
+    if !matches!(
+        vm.state,
+        VmState::Running | VmState::Stopped | VmState::Destroyed
+    ) {
         return Err(ApiError::param(
             "Please specify a VM that is either running or stopped.",
         ));
@@ -164,7 +207,11 @@ fn volume_result(w: &World, volume_id: &str) -> Result<Value, ApiError> {
 
 /// Marks the volumes of `vm_id` that are still `Allocated` as created.
 fn materialize_volumes(w: &mut World, vm_id: &str) {
-    for v in w.volumes.iter_mut().filter(|v| v.vm_id.as_deref() == Some(vm_id)) {
+    for v in w
+        .volumes
+        .iter_mut()
+        .filter(|v| v.vm_id.as_deref() == Some(vm_id))
+    {
         if v.state == "Allocated" {
             v.state = "Ready".to_owned();
         }
@@ -199,9 +246,16 @@ pub fn apply(w: &mut World, effect: Effect) -> Result<Value, ApiError> {
         }
         Effect::ReturnVm { vm_id } => vm_result(w, &vm_id),
         Effect::Destroy { vm_id, expunge, .. } => Ok(destroy(w, &vm_id, expunge)),
-        Effect::Attach { volume_id, vm_id, device_id } => attach(w, &volume_id, &vm_id, device_id),
+        Effect::Attach {
+            volume_id,
+            vm_id,
+            device_id,
+        } => attach(w, &volume_id, &vm_id, device_id),
         Effect::Detach { volume_id } => {
-            let vol = w.volume(&volume_id).cloned().ok_or_else(|| ApiError::internal("volume gone"))?;
+            let vol = w
+                .volume(&volume_id)
+                .cloned()
+                .ok_or_else(|| ApiError::internal("volume gone"))?;
             check_detach(w, &vol)?;
             if let Some(v) = w.volume_mut(&volume_id) {
                 v.vm_id = None;
@@ -245,7 +299,11 @@ pub fn apply(w: &mut World, effect: Effect) -> Result<Value, ApiError> {
             vm_result(w, &snap.vm_id)
         }
         Effect::DeleteVmSnapshot { vm_snapshot_id } => {
-            let World { vm_snapshots, removed, .. } = w;
+            let World {
+                vm_snapshots,
+                removed,
+                ..
+            } = w;
             World::remove_where(vm_snapshots, removed, |s| &s.id, |s| s.id == vm_snapshot_id);
             Ok(json!({ "success": true }))
         }
@@ -269,11 +327,26 @@ fn make_current(w: &mut World, vm_id: &str, snapshot_id: &str, new: bool) {
     }
 }
 
-fn attach(w: &mut World, volume_id: &str, vm_id: &str, device_id: Option<u32>) -> Result<Value, ApiError> {
-    let vol = w.volume(volume_id).cloned().ok_or_else(|| ApiError::internal("volume gone"))?;
-    let vm = w.vm(vm_id).cloned().ok_or_else(|| ApiError::internal("vm gone"))?;
+fn attach(
+    w: &mut World,
+    volume_id: &str,
+    vm_id: &str,
+    device_id: Option<u32>,
+) -> Result<Value, ApiError> {
+    let vol = w
+        .volume(volume_id)
+        .cloned()
+        .ok_or_else(|| ApiError::internal("volume gone"))?;
+    let vm = w
+        .vm(vm_id)
+        .cloned()
+        .ok_or_else(|| ApiError::internal("vm gone"))?;
     check_attach(w, &vol, &vm, device_id)?;
-    let used: Vec<u32> = w.attached_to(vm_id).iter().filter_map(|v| v.device_id).collect();
+    let used: Vec<u32> = w
+        .attached_to(vm_id)
+        .iter()
+        .filter_map(|v| v.device_id)
+        .collect();
     let device = device_id.unwrap_or_else(|| (1..).find(|d| !used.contains(d)).unwrap_or(1));
     let running = vm.state == VmState::Running;
     if let Some(v) = w.volume_mut(volume_id) {
@@ -294,7 +367,11 @@ fn attach(w: &mut World, volume_id: &str, vm_id: &str, device_id: Option<u32>) -
 /// ROOT volume and its VM snapshots are removed, otherwise the VM stays
 /// `Destroyed` and its ROOT volume goes to `Destroy`.
 fn destroy(w: &mut World, vm_id: &str, expunge: bool) -> Value {
-    for v in w.volumes.iter_mut().filter(|v| v.vm_id.as_deref() == Some(vm_id)) {
+    for v in w
+        .volumes
+        .iter_mut()
+        .filter(|v| v.vm_id.as_deref() == Some(vm_id))
+    {
         if v.volume_type == VolumeType::DataDisk {
             v.vm_id = None;
             v.device_id = None;
@@ -303,12 +380,27 @@ fn destroy(w: &mut World, vm_id: &str, expunge: bool) -> Value {
             v.state = "Destroy".to_owned();
         }
     }
-    let final_state = if expunge { VmState::Expunging } else { VmState::Destroyed };
+    let final_state = if expunge {
+        VmState::Expunging
+    } else {
+        VmState::Destroyed
+    };
     set_vm_state(w, vm_id, final_state);
     let result = vm_result(w, vm_id).unwrap_or_else(|_| json!({}));
     if expunge {
-        let World { vms, volumes, vm_snapshots, removed, .. } = w;
-        World::remove_where(volumes, removed, |v| &v.id, |v| v.vm_id.as_deref() == Some(vm_id));
+        let World {
+            vms,
+            volumes,
+            vm_snapshots,
+            removed,
+            ..
+        } = w;
+        World::remove_where(
+            volumes,
+            removed,
+            |v| &v.id,
+            |v| v.vm_id.as_deref() == Some(vm_id),
+        );
         World::remove_where(vm_snapshots, removed, |s| &s.id, |s| s.vm_id == vm_id);
         World::remove_where(vms, removed, |v| &v.id, |v| v.id == vm_id);
     }

@@ -137,7 +137,10 @@ impl ApiError {
 pub fn json_response(status: StatusCode, body: &Value) -> Response {
     (
         status,
-        [(axum::http::header::CONTENT_TYPE, "application/json; charset=UTF-8")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/json; charset=UTF-8",
+        )],
         body.to_string(),
     )
         .into_response()

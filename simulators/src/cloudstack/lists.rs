@@ -103,7 +103,9 @@ pub fn volumes(w: &mut World, req: &Request<'_>) -> Result<Value, ApiError> {
         .filter(|v| {
             matches(id.as_deref(), &v.id)
                 && matches(zone.as_deref(), &v.zone_id)
-                && vm.as_deref().is_none_or(|vm| v.vm_id.as_deref() == Some(vm))
+                && vm
+                    .as_deref()
+                    .is_none_or(|vm| v.vm_id.as_deref() == Some(vm))
                 && matches_ci(req.optional("type"), v.volume_type.as_str())
                 && matches_ci(req.optional("name"), &v.name)
         })

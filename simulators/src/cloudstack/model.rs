@@ -328,9 +328,60 @@ pub fn valid_hostname(name: &str) -> bool {
     let bytes = name.as_bytes();
     !bytes.is_empty()
         && bytes.len() <= 63
-        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
         && bytes[0].is_ascii_alphabetic()
         && bytes[bytes.len() - 1] != b'-'
 }
 
 pub const HOSTNAME_RULE: &str = "Invalid name. Vm name can contain ASCII letters 'a' through 'z', the digits '0' through '9', and the hyphen ('-'), must be between 1 and 63 characters long, and can't start or end with \"-\" and can't start with digit";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_name_rule() {
+        assert!(valid_hostname("win2019-app"));
+        assert!(valid_hostname("a"));
+        assert!(!valid_hostname("9lives"));
+        assert!(!valid_hostname("-x"));
+        assert!(!valid_hostname("x-"));
+        assert!(!valid_hostname("under_score"));
+        assert!(!valid_hostname(&"x".repeat(64)));
+        assert!(!valid_hostname(""));
+    }
+
+    #[test]
+    fn nics_get_free_addresses_and_distinct_macs() {
+        let mut w = World::default();
+        w.networks.push(Network {
+            id: "n".into(),
+            name: "n".into(),
+            zone_id: "z".into(),
+            prefix: [10, 0, 7],
+            vlan: 7,
+        });
+        let a = w.new_nic("n", true).expect("nic");
+        assert_eq!(a.ip, Ipv4Addr::new(10, 0, 7, 2));
+        w.vms.push(Vm {
+            id: "vm".into(),
+            name: "vm".into(),
+            display_name: "vm".into(),
+            state: VmState::Stopped,
+            zone_id: "z".into(),
+            offering_id: "o".into(),
+            template_id: None,
+            nics: vec![a.clone()],
+            details: BTreeMap::new(),
+            instance_name: "i-2-1-VM".into(),
+            created: now_stamp(),
+        });
+        let b = w.new_nic("n", true).expect("nic");
+        assert_eq!(b.ip, Ipv4Addr::new(10, 0, 7, 3));
+        assert_ne!(a.mac, b.mac);
+        assert!(w.hostname_taken("n", "VM"));
+        assert!(w.new_nic("missing", true).is_none());
+    }
+}

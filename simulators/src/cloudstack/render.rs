@@ -4,8 +4,8 @@
 use serde_json::{Map, Value, json};
 
 use super::model::{
-    ACCOUNT_NAME, DOMAIN_ID, NETWORK_DOMAIN, Network, Offering, Snapshot, Template, Vm,
-    VmSnapshot, VmState, Volume, World, Zone,
+    ACCOUNT_NAME, DOMAIN_ID, NETWORK_DOMAIN, Network, Offering, Snapshot, Template, Vm, VmSnapshot,
+    VmState, Volume, World, Zone,
 };
 
 const HOST_ID: &str = "b0570000-0000-4000-8000-000000000001";

@@ -135,7 +135,9 @@ fn zone_of(w: &World, wanted: Option<&String>, what: &str) -> Result<String, See
         Some(id) => fail(format!("{what}: unknown zoneid {id}")),
         None => match w.zones.as_slice() {
             [only] => Ok(only.id.clone()),
-            _ => fail(format!("{what}: zoneid is required unless exactly one zone exists")),
+            _ => fail(format!(
+                "{what}: zoneid is required unless exactly one zone exists"
+            )),
         },
     }
 }
@@ -158,13 +160,19 @@ pub fn apply(world: &mut World, req: &SeedRequest) -> Result<SeedReport, SeedErr
     let mut report = SeedReport::default();
     for z in &req.zones {
         let id = fresh_id(&w, z.id.as_ref(), "zone")?;
-        w.zones.push(Zone { id: id.clone(), name: z.name.clone() });
+        w.zones.push(Zone {
+            id: id.clone(),
+            name: z.name.clone(),
+        });
         report.zones.push(id);
     }
     for o in &req.service_offerings {
         let id = fresh_id(&w, o.id.as_ref(), "service offering")?;
         if o.cpunumber == 0 || o.memory == 0 {
-            return fail(format!("service offering {}: cpunumber and memory must be positive", o.name));
+            return fail(format!(
+                "service offering {}: cpunumber and memory must be positive",
+                o.name
+            ));
         }
         w.offerings.push(Offering {
             id: id.clone(),
@@ -184,7 +192,10 @@ pub fn apply(world: &mut World, req: &SeedRequest) -> Result<SeedReport, SeedErr
             name: t.name.clone(),
             zone_id,
             featured: t.featured,
-            os_type_name: t.ostypename.clone().unwrap_or_else(|| "Other Linux (64-bit)".to_owned()),
+            os_type_name: t
+                .ostypename
+                .clone()
+                .unwrap_or_else(|| "Other Linux (64-bit)".to_owned()),
             size: t.size_gib.unwrap_or(10) * GIB,
             created: now_stamp(),
         });
@@ -197,11 +208,23 @@ pub fn apply(world: &mut World, req: &SeedRequest) -> Result<SeedReport, SeedErr
             Some(cidr) => parse_cidr(cidr)?,
             None => [10, 1, (w.networks.len() + 1).min(254) as u8],
         };
-        if w.networks.iter().any(|x| x.prefix == prefix && x.zone_id == zone_id) {
-            return fail(format!("network {}: its cidr is used by another network of the zone", n.name));
+        if w.networks
+            .iter()
+            .any(|x| x.prefix == prefix && x.zone_id == zone_id)
+        {
+            return fail(format!(
+                "network {}: its cidr is used by another network of the zone",
+                n.name
+            ));
         }
         let vlan = 1000 + w.networks.len() as u32;
-        w.networks.push(Network { id: id.clone(), name: n.name.clone(), zone_id, prefix, vlan });
+        w.networks.push(Network {
+            id: id.clone(),
+            name: n.name.clone(),
+            zone_id,
+            prefix,
+            vlan,
+        });
         report.networks.push(id);
     }
     for vm in &req.vms {
@@ -224,7 +247,10 @@ fn seed_vm(w: &mut World, vm: &SeedVm) -> Result<(String, Option<String>), SeedE
         return fail(format!("{what}: not a valid host name"));
     }
     if !w.offerings.iter().any(|o| o.id == vm.serviceofferingid) {
-        return fail(format!("{what}: unknown serviceofferingid {}", vm.serviceofferingid));
+        return fail(format!(
+            "{what}: unknown serviceofferingid {}",
+            vm.serviceofferingid
+        ));
     }
     let template = match &vm.templateid {
         Some(tid) => Some(
@@ -239,7 +265,11 @@ fn seed_vm(w: &mut World, vm: &SeedVm) -> Result<(String, Option<String>), SeedE
     let state = match vm.state.as_deref() {
         None | Some("Running") => VmState::Running,
         Some("Stopped") => VmState::Stopped,
-        Some(other) => return fail(format!("{what}: state must be Running or Stopped, not {other}")),
+        Some(other) => {
+            return fail(format!(
+                "{what}: state must be Running or Stopped, not {other}"
+            ));
+        }
     };
     let mut nics = Vec::new();
     for (i, net) in vm.networkids.iter().enumerate() {
@@ -249,7 +279,10 @@ fn seed_vm(w: &mut World, vm: &SeedVm) -> Result<(String, Option<String>), SeedE
         if w.hostname_taken(net, &vm.name) {
             return fail(format!("{what}: the host name is taken in network {net}"));
         }
-        nics.push(w.new_nic(net, i == 0).ok_or_else(|| SeedError(format!("{what}: network {net} is full")))?);
+        nics.push(
+            w.new_nic(net, i == 0)
+                .ok_or_else(|| SeedError(format!("{what}: network {net} is full")))?,
+        );
     }
     let seq = w.seq();
     w.vms.push(Vm {
@@ -299,8 +332,14 @@ fn seed_volume(w: &mut World, v: &SeedVolume) -> Result<String, SeedError> {
             return fail(format!("{what}: unknown virtualmachineid {vm_id}"));
         };
         zone_id = Ok(vm.zone_id.clone());
-        let used: Vec<u32> = w.attached_to(vm_id).iter().filter_map(|x| x.device_id).collect();
-        let device = v.deviceid.unwrap_or_else(|| (1..).find(|d| !used.contains(d)).unwrap_or(1));
+        let used: Vec<u32> = w
+            .attached_to(vm_id)
+            .iter()
+            .filter_map(|x| x.device_id)
+            .collect();
+        let device = v
+            .deviceid
+            .unwrap_or_else(|| (1..).find(|d| !used.contains(d)).unwrap_or(1));
         if used.contains(&device) {
             return fail(format!("{what}: device id {device} of vm {vm_id} is taken"));
         }
@@ -314,7 +353,11 @@ fn seed_volume(w: &mut World, v: &SeedVolume) -> Result<String, SeedError> {
     w.volumes.push(Volume {
         id: id.clone(),
         name: v.name.clone(),
-        volume_type: if device_id == Some(0) { VolumeType::Root } else { VolumeType::DataDisk },
+        volume_type: if device_id == Some(0) {
+            VolumeType::Root
+        } else {
+            VolumeType::DataDisk
+        },
         zone_id: zone_id?,
         size: v.size_gib * GIB,
         vm_id: v.virtualmachineid.clone(),

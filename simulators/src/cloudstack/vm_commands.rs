@@ -14,7 +14,12 @@ use super::model::{
     new_id, now_stamp, valid_hostname,
 };
 
-fn vm_job(command: &'static str, cmd_class: &'static str, vm_id: &str, effect: Result<Effect, ApiError>) -> JobSpec {
+fn vm_job(
+    command: &'static str,
+    cmd_class: &'static str,
+    vm_id: &str,
+    effect: Result<Effect, ApiError>,
+) -> JobSpec {
     JobSpec {
         command,
         cmd_class,
@@ -69,7 +74,9 @@ pub fn deploy(w: &mut World, req: &Request<'_>) -> Result<Value, ApiError> {
     let vm_id = match req.optional("customid") {
         None => new_id(),
         Some(custom) if !is_uuid(custom) => {
-            return Err(ApiError::param(format!("UUID: {custom} doesn't follow the UUID format")));
+            return Err(ApiError::param(format!(
+                "UUID: {custom} doesn't follow the UUID format"
+            )));
         }
         Some(custom) if w.id_taken(custom) => {
             return Err(ApiError::param(format!(
@@ -86,7 +93,10 @@ pub fn deploy(w: &mut World, req: &Request<'_>) -> Result<Value, ApiError> {
     };
     for network_id in &network_ids {
         if w.hostname_taken(network_id, &name) {
-            let network = w.network(network_id).map(|n| n.name.clone()).unwrap_or_default();
+            let network = w
+                .network(network_id)
+                .map(|n| n.name.clone())
+                .unwrap_or_default();
             return Err(ApiError::param(format!(
                 "The vm with hostName {name} already exists in the network domain: {NETWORK_DOMAIN}; network={network}"
             )));
@@ -94,12 +104,10 @@ pub fn deploy(w: &mut World, req: &Request<'_>) -> Result<Value, ApiError> {
     }
     let mut nics = Vec::new();
     for (i, network_id) in network_ids.iter().enumerate() {
-        let nic = w.new_nic(network_id, i == 0).ok_or_else(|| {
-            ApiError {
-                code: 533,
-                cs_code: Some(4320),
-                text: format!("Insufficient address capacity in network {network_id}"),
-            }
+        let nic = w.new_nic(network_id, i == 0).ok_or_else(|| ApiError {
+            code: 533,
+            cs_code: Some(4320),
+            text: format!("Insufficient address capacity in network {network_id}"),
         })?;
         nics.push(nic);
     }
@@ -109,7 +117,11 @@ pub fn deploy(w: &mut World, req: &Request<'_>) -> Result<Value, ApiError> {
         id: vm_id.clone(),
         name: name.clone(),
         display_name: req.optional("displayname").unwrap_or(&name).to_owned(),
-        state: if start { VmState::Starting } else { VmState::Stopped },
+        state: if start {
+            VmState::Starting
+        } else {
+            VmState::Stopped
+        },
         zone_id: zone_id.to_owned(),
         offering_id: offering_id.to_owned(),
         template_id: Some(template.id.clone()),
@@ -134,7 +146,10 @@ pub fn deploy(w: &mut World, req: &Request<'_>) -> Result<Value, ApiError> {
         req.command,
         "org.apache.cloudstack.api.command.admin.vm.DeployVMCmdByAdmin",
         &vm_id,
-        Ok(Effect::Deploy { vm_id: vm_id.clone(), start }),
+        Ok(Effect::Deploy {
+            vm_id: vm_id.clone(),
+            start,
+        }),
     );
     Ok(req.start_job(w, spec, Some(&vm_id)))
 }
@@ -173,11 +188,18 @@ fn networks_for(w: &World, req: &Request<'_>, zone_id: &str) -> Result<Vec<Strin
 
 pub fn start(w: &mut World, req: &Request<'_>) -> Result<Value, ApiError> {
     let vm = req.vm(w, "id")?.clone();
-    let effect = effects::check_start(w, &vm).map(|()| Effect::Start { vm_id: vm.id.clone() });
+    let effect = effects::check_start(w, &vm).map(|()| Effect::Start {
+        vm_id: vm.id.clone(),
+    });
     if effect.is_ok() {
         set_state(w, &vm.id, VmState::Starting);
     }
-    let spec = vm_job(req.command, "org.apache.cloudstack.api.command.admin.vm.StartVMCmdByAdmin", &vm.id, effect);
+    let spec = vm_job(
+        req.command,
+        "org.apache.cloudstack.api.command.admin.vm.StartVMCmdByAdmin",
+        &vm.id,
+        effect,
+    );
     Ok(req.start_job(w, spec, None))
 }
 
@@ -186,12 +208,21 @@ pub fn stop(w: &mut World, req: &Request<'_>) -> Result<Value, ApiError> {
     let effect = match effects::check_stop(&vm) {
         Ok(true) => {
             set_state(w, &vm.id, VmState::Stopping);
-            Ok(Effect::Stop { vm_id: vm.id.clone() })
+            Ok(Effect::Stop {
+                vm_id: vm.id.clone(),
+            })
         }
-        Ok(false) => Ok(Effect::ReturnVm { vm_id: vm.id.clone() }),
+        Ok(false) => Ok(Effect::ReturnVm {
+            vm_id: vm.id.clone(),
+        }),
         Err(err) => Err(err),
     };
-    let spec = vm_job(req.command, "org.apache.cloudstack.api.command.admin.vm.StopVMCmdByAdmin", &vm.id, effect);
+    let spec = vm_job(
+        req.command,
+        "org.apache.cloudstack.api.command.admin.vm.StopVMCmdByAdmin",
+        &vm.id,
+        effect,
+    );
     Ok(req.start_job(w, spec, None))
 }
 
@@ -206,7 +237,12 @@ pub fn destroy(w: &mut World, req: &Request<'_>) -> Result<Value, ApiError> {
     if effect.is_ok() && vm.state == VmState::Running {
         set_state(w, &vm.id, VmState::Stopping);
     }
-    let spec = vm_job(req.command, "org.apache.cloudstack.api.command.admin.vm.DestroyVMCmdByAdmin", &vm.id, effect);
+    let spec = vm_job(
+        req.command,
+        "org.apache.cloudstack.api.command.admin.vm.DestroyVMCmdByAdmin",
+        &vm.id,
+        effect,
+    );
     Ok(req.start_job(w, spec, None))
 }
 
@@ -251,7 +287,9 @@ pub fn create_vm_snapshot(w: &mut World, req: &Request<'_>) -> Result<Value, Api
         cmd_class: "org.apache.cloudstack.api.command.user.vmsnapshot.CreateVMSnapshotCmd",
         instance_type: Some("VmSnapshot"),
         instance_id: Some(id.clone()),
-        effect: Ok(Effect::VmSnapshot { vm_snapshot_id: id.clone() }),
+        effect: Ok(Effect::VmSnapshot {
+            vm_snapshot_id: id.clone(),
+        }),
     };
     Ok(req.start_job(w, spec, Some(&id)))
 }
@@ -281,7 +319,9 @@ pub fn revert_to_vm_snapshot(w: &mut World, req: &Request<'_>) -> Result<Value, 
             "VM Snapshot reverting failed due to vm is not in the state of Running or Stopped.",
         ))
     } else {
-        Ok(Effect::Revert { vm_snapshot_id: snap.id.clone() })
+        Ok(Effect::Revert {
+            vm_snapshot_id: snap.id.clone(),
+        })
     };
     let spec = vm_job(
         req.command,
@@ -295,7 +335,9 @@ pub fn revert_to_vm_snapshot(w: &mut World, req: &Request<'_>) -> Result<Value, 
 pub fn delete_vm_snapshot(w: &mut World, req: &Request<'_>) -> Result<Value, ApiError> {
     let snap = vm_snapshot(w, req)?.clone();
     let effect = if snap.state == "Ready" || snap.state == "Error" {
-        Ok(Effect::DeleteVmSnapshot { vm_snapshot_id: snap.id.clone() })
+        Ok(Effect::DeleteVmSnapshot {
+            vm_snapshot_id: snap.id.clone(),
+        })
     } else {
         Err(ApiError::param(format!(
             "There is other active vm snapshot tasks on the instance {}, please try again later",

@@ -8,7 +8,12 @@ use super::errors::ApiError;
 use super::jobs::JobSpec;
 use super::model::{Snapshot, World, new_id, now_stamp};
 
-fn volume_job(command: &'static str, cmd_class: &'static str, volume_id: &str, effect: Result<Effect, ApiError>) -> JobSpec {
+fn volume_job(
+    command: &'static str,
+    cmd_class: &'static str,
+    volume_id: &str,
+    effect: Result<Effect, ApiError>,
+) -> JobSpec {
     JobSpec {
         command,
         cmd_class,
@@ -34,7 +39,12 @@ pub fn attach(w: &mut World, req: &Request<'_>) -> Result<Value, ApiError> {
         vm_id: vm.id.clone(),
         device_id,
     });
-    let spec = volume_job(req.command, "org.apache.cloudstack.api.command.user.volume.AttachVolumeCmd", &vol.id, effect);
+    let spec = volume_job(
+        req.command,
+        "org.apache.cloudstack.api.command.user.volume.AttachVolumeCmd",
+        &vol.id,
+        effect,
+    );
     Ok(req.start_job(w, spec, None))
 }
 
@@ -43,7 +53,12 @@ pub fn detach(w: &mut World, req: &Request<'_>) -> Result<Value, ApiError> {
     let effect = effects::check_detach(w, &vol).map(|()| Effect::Detach {
         volume_id: vol.id.clone(),
     });
-    let spec = volume_job(req.command, "org.apache.cloudstack.api.command.user.volume.DetachVolumeCmd", &vol.id, effect);
+    let spec = volume_job(
+        req.command,
+        "org.apache.cloudstack.api.command.user.volume.DetachVolumeCmd",
+        &vol.id,
+        effect,
+    );
     Ok(req.start_job(w, spec, None))
 }
 
@@ -55,7 +70,9 @@ pub fn delete(w: &mut World, req: &Request<'_>) -> Result<Value, ApiError> {
             "Please specify a volume that is not attached to any VM.",
         ));
     }
-    let World { volumes, removed, .. } = w;
+    let World {
+        volumes, removed, ..
+    } = w;
     World::remove_where(volumes, removed, |v| &v.id, |v| v.id == vol.id);
     Ok(json!({ "success": true }))
 }
@@ -94,7 +111,9 @@ pub fn create_snapshot(w: &mut World, req: &Request<'_>) -> Result<Value, ApiErr
         cmd_class: "org.apache.cloudstack.api.command.user.snapshot.CreateSnapshotCmd",
         instance_type: Some("Snapshot"),
         instance_id: Some(id.clone()),
-        effect: Ok(Effect::Snapshot { snapshot_id: id.clone() }),
+        effect: Ok(Effect::Snapshot {
+            snapshot_id: id.clone(),
+        }),
     };
     Ok(req.start_job(w, spec, Some(&id)))
 }

@@ -41,11 +41,12 @@ pub const DEMO_RD_WIN2019_APP_DISK1: &str = "pvc-win2019-app-disk1";
 pub const DEMO_RD_PGTEST1_DISK0: &str = "pvc-pgtest1-disk0";
 /// The satellites holding the demo resources (two replicas each).
 pub const DEMO_NODES: [&str; 2] = ["linstor-sat-1", "linstor-sat-2"];
-/// Every demo resource definition with its size in KiB (one volume each).
+/// Every demo resource definition with its size in KiB (one volume each),
+/// the sizes of the CloudStack simulator's demo replica volumes.
 pub const DEMO_RESOURCE_DEFINITIONS: [(&str, u64); 3] = [
-    (DEMO_RD_WIN2019_APP_DISK0, 80 * 1024 * 1024),
-    (DEMO_RD_WIN2019_APP_DISK1, 200 * 1024 * 1024),
-    (DEMO_RD_PGTEST1_DISK0, 40 * 1024 * 1024),
+    (DEMO_RD_WIN2019_APP_DISK0, 60 * 1024 * 1024),
+    (DEMO_RD_WIN2019_APP_DISK1, 100 * 1024 * 1024),
+    (DEMO_RD_PGTEST1_DISK0, 20 * 1024 * 1024),
 ];
 
 /// How the simulated controller behaves.

@@ -37,7 +37,10 @@ impl CloudStackClient {
     }
 
     /// `listNetworks` (`listall=true`), optionally of one zone.
-    pub async fn list_networks(&self, zone_id: Option<&str>) -> Result<Vec<Network>, CloudStackError> {
+    pub async fn list_networks(
+        &self,
+        zone_id: Option<&str>,
+    ) -> Result<Vec<Network>, CloudStackError> {
         const CMD: &str = "listNetworks";
         let params = Params::new()
             .with("listall", "true")

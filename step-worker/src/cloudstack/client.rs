@@ -143,7 +143,10 @@ impl CloudStackClient {
         let request = if query.len() > MAX_QUERY_LEN {
             self.http
                 .post(self.endpoint.clone())
-                .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                )
                 .body(query)
         } else {
             let mut url = self.endpoint.clone();
@@ -161,7 +164,12 @@ impl CloudStackClient {
         let (status, body) = match outcome {
             Ok(answer) => answer,
             Err(err) => {
-                tracing::warn!(command, elapsed_ms, timeout = err.is_timeout(), "cloudstack call got no answer");
+                tracing::warn!(
+                    command,
+                    elapsed_ms,
+                    timeout = err.is_timeout(),
+                    "cloudstack call got no answer"
+                );
                 return Err(if err.is_timeout() {
                     CloudStackError::Timeout {
                         command: command.to_owned(),

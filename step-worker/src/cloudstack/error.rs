@@ -49,7 +49,9 @@ pub enum CloudStackError {
     Decode { command: String, reason: String },
 
     /// The async job ended with `jobstatus` 2.
-    #[error("cloudstack {command}: async job {job_id} failed with errorcode {error_code}: {error_text}")]
+    #[error(
+        "cloudstack {command}: async job {job_id} failed with errorcode {error_code}: {error_text}"
+    )]
     AsyncJobFailed {
         command: String,
         job_id: String,
@@ -156,6 +158,12 @@ impl CloudStackError {
 
     /// A 401: bad API key or signature, or an expired request.
     pub fn is_unauthorized(&self) -> bool {
-        matches!(self, Self::Api { http_status: 401, .. })
+        matches!(
+            self,
+            Self::Api {
+                http_status: 401,
+                ..
+            }
+        )
     }
 }

@@ -46,14 +46,23 @@ impl CloudStackClient {
     /// returned; a failed or cancelled one is a typed error. Queries that
     /// fail transiently are tolerated until the deadline, which ends in
     /// [`CloudStackError::AsyncJobDeadline`] carrying the job id.
-    pub async fn wait_for_job(&self, command: &str, job_id: &str) -> Result<AsyncJob, CloudStackError> {
+    pub async fn wait_for_job(
+        &self,
+        command: &str,
+        job_id: &str,
+    ) -> Result<AsyncJob, CloudStackError> {
         let started = Instant::now();
         let deadline = self.timings.async_job_deadline;
         let mut interval = self.timings.async_poll_initial;
         loop {
             let left = deadline.saturating_sub(started.elapsed());
             if left.is_zero() {
-                tracing::warn!(command, job_id, deadline_ms = deadline.as_millis() as u64, "cloudstack async job outlived the deadline");
+                tracing::warn!(
+                    command,
+                    job_id,
+                    deadline_ms = deadline.as_millis() as u64,
+                    "cloudstack async job outlived the deadline"
+                );
                 return Err(CloudStackError::AsyncJobDeadline {
                     command: command.to_owned(),
                     job_id: job_id.to_owned(),
@@ -73,7 +82,12 @@ impl CloudStackClient {
             match job.status() {
                 JobStatus::Pending => continue,
                 JobStatus::Succeeded => {
-                    tracing::debug!(command, job_id, elapsed_ms = started.elapsed().as_millis() as u64, "cloudstack async job succeeded");
+                    tracing::debug!(
+                        command,
+                        job_id,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "cloudstack async job succeeded"
+                    );
                     return Ok(job);
                 }
                 JobStatus::Failed => return Err(job_failure(command, &job)),
@@ -95,7 +109,11 @@ impl CloudStackClient {
 
     /// Submits an async command that is harmless to repeat (retried like
     /// a read) and waits for its job.
-    pub(crate) async fn run_async(&self, command: &str, params: &Params) -> Result<AsyncJob, CloudStackError> {
+    pub(crate) async fn run_async(
+        &self,
+        command: &str,
+        params: &Params,
+    ) -> Result<AsyncJob, CloudStackError> {
         let inner = self.send_retried(command, params).await?;
         let job_id = string_field(command, &inner, "jobid")?;
         tracing::debug!(command, job_id, "cloudstack async job started");
@@ -104,22 +122,39 @@ impl CloudStackClient {
 
     /// Submits a create-type async command exactly once: a transport error
     /// or 5xx is returned as is, for the caller to look before trying again.
-    pub(crate) async fn submit_create(&self, command: &str, params: &Params) -> Result<Submitted, CloudStackError> {
+    pub(crate) async fn submit_create(
+        &self,
+        command: &str,
+        params: &Params,
+    ) -> Result<Submitted, CloudStackError> {
         let inner = self.send_once(command, params).await?;
         let job_id = string_field(command, &inner, "jobid")?;
         let id = string_field(command, &inner, "id").ok();
-        tracing::debug!(command, job_id, id = id.as_deref().unwrap_or(""), "cloudstack async create started");
+        tracing::debug!(
+            command,
+            job_id,
+            id = id.as_deref().unwrap_or(""),
+            "cloudstack async create started"
+        );
         Ok(Submitted { job_id, id })
     }
 }
 
 /// The entity a succeeded job returned under `key` (`virtualmachine`,
 /// `volume`, `snapshot`, `vmsnapshot`).
-pub(crate) fn job_entity<T: DeserializeOwned>(command: &str, job: &AsyncJob, key: &str) -> Result<T, CloudStackError> {
-    let entity = job
-        .result_object(key)
-        .ok_or_else(|| decode_error(command, &format!("no {key} in the result of job {}", job.job_id)))?;
-    serde_json::from_value(entity.clone()).map_err(|e| decode_error(command, &format!("{key}: {e}")))
+pub(crate) fn job_entity<T: DeserializeOwned>(
+    command: &str,
+    job: &AsyncJob,
+    key: &str,
+) -> Result<T, CloudStackError> {
+    let entity = job.result_object(key).ok_or_else(|| {
+        decode_error(
+            command,
+            &format!("no {key} in the result of job {}", job.job_id),
+        )
+    })?;
+    serde_json::from_value(entity.clone())
+        .map_err(|e| decode_error(command, &format!("{key}: {e}")))
 }
 
 /// The typed error of a job that ended with `jobstatus` 2.
@@ -136,7 +171,12 @@ fn job_failure(command: &str, job: &AsyncJob) -> CloudStackError {
         .and_then(|r| get_ci(r, "errortext"))
         .and_then(Value::as_str)
         .unwrap_or("the async job failed without an error text");
-    tracing::warn!(command, job_id = job.job_id.as_str(), error_code = code, "cloudstack async job failed");
+    tracing::warn!(
+        command,
+        job_id = job.job_id.as_str(),
+        error_code = code,
+        "cloudstack async job failed"
+    );
     CloudStackError::AsyncJobFailed {
         command: command.to_owned(),
         job_id: job.job_id.clone(),

@@ -385,9 +385,12 @@ impl AsyncJob {
     /// `virtualmachine`, `volume`, `snapshot`, `vmsnapshot`, ...
     pub fn result_object(&self, key: &str) -> Option<&Value> {
         let result = self.job_result.as_ref()?.as_object()?;
-        result
-            .get(key)
-            .or_else(|| result.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v))
+        result.get(key).or_else(|| {
+            result
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                .map(|(_, v)| v)
+        })
     }
 }
 

@@ -11,7 +11,10 @@ use super::wire::{Params, decode_list};
 
 impl CloudStackClient {
     /// `listVirtualMachines` (`listall=true`) with the given filters.
-    pub async fn list_vms(&self, filter: &VmFilter) -> Result<Vec<VirtualMachine>, CloudStackError> {
+    pub async fn list_vms(
+        &self,
+        filter: &VmFilter,
+    ) -> Result<Vec<VirtualMachine>, CloudStackError> {
         const CMD: &str = "listVirtualMachines";
         let params = Params::new()
             .with("listall", "true")
@@ -50,11 +53,18 @@ impl CloudStackClient {
     /// A VM found by its id is returned once it has left a transitional
     /// state (`Starting`, `Stopping`); one that is `Error`, `Destroyed` or
     /// `Expunging` is [`CloudStackError::DeployedVmUnusable`].
-    pub async fn deploy_vm(&self, request: &DeployVmRequest) -> Result<VirtualMachine, CloudStackError> {
+    pub async fn deploy_vm(
+        &self,
+        request: &DeployVmRequest,
+    ) -> Result<VirtualMachine, CloudStackError> {
         const CMD: &str = "deployVirtualMachine";
         let custom_id = request.custom_id.to_string();
         if let Some(vm) = self.get_vm(&custom_id).await? {
-            tracing::info!(command = CMD, vm_id = custom_id.as_str(), "vm exists already, not creating it again");
+            tracing::info!(
+                command = CMD,
+                vm_id = custom_id.as_str(),
+                "vm exists already, not creating it again"
+            );
             return self.settled_vm(vm).await;
         }
         let params = deploy_params(request);
@@ -69,7 +79,14 @@ impl CloudStackClient {
             };
             if err.is_already_exists() {
                 return match self.get_vm(&custom_id).await? {
-                    Some(vm) => self.settled_vm(vm).await,
+                    Some(vm) => {
+                        tracing::info!(
+                            command = CMD,
+                            vm_id = custom_id.as_str(),
+                            "another attempt created the vm"
+                        );
+                        self.settled_vm(vm).await
+                    }
                     None => Err(err),
                 };
             }
@@ -100,7 +117,10 @@ impl CloudStackClient {
         let started = Instant::now();
         let mut interval = self.timings.async_poll_initial;
         while vm.state().is_some_and(|s| s.is_transitional()) {
-            let left = self.timings.async_job_deadline.saturating_sub(started.elapsed());
+            let left = self
+                .timings
+                .async_job_deadline
+                .saturating_sub(started.elapsed());
             if left.is_zero() {
                 tracing::warn!(vm_id = vm.id.as_str(), state = %vm.state().map(|s| s.as_str()).unwrap_or(""), "vm still in a transitional state");
                 break;
@@ -133,7 +153,9 @@ impl CloudStackClient {
     /// `stopVirtualMachine` (`forced` powers it off); the VM once stopped.
     pub async fn stop_vm(&self, id: &str, forced: bool) -> Result<VirtualMachine, CloudStackError> {
         const CMD: &str = "stopVirtualMachine";
-        let params = Params::new().with("id", id).with("forced", forced.to_string());
+        let params = Params::new()
+            .with("id", id)
+            .with_opt("forced", forced.then_some("true"));
         let job = self.run_async(CMD, &params).await?;
         job_entity(CMD, &job, "virtualmachine")
     }
@@ -141,9 +163,15 @@ impl CloudStackClient {
     /// `destroyVirtualMachine`; with `expunge` the VM and its ROOT volume
     /// are removed at once. Data disks are detached either way. Returns the
     /// VM as the job reported it, when it did.
-    pub async fn destroy_vm(&self, id: &str, expunge: bool) -> Result<Option<VirtualMachine>, CloudStackError> {
+    pub async fn destroy_vm(
+        &self,
+        id: &str,
+        expunge: bool,
+    ) -> Result<Option<VirtualMachine>, CloudStackError> {
         const CMD: &str = "destroyVirtualMachine";
-        let params = Params::new().with("id", id).with("expunge", expunge.to_string());
+        let params = Params::new()
+            .with("id", id)
+            .with_opt("expunge", expunge.then_some("true"));
         let job = self.run_async(CMD, &params).await?;
         Ok(job_entity(CMD, &job, "virtualmachine").ok())
     }
@@ -171,14 +199,17 @@ impl CloudStackClient {
         let params = Params::new()
             .with("virtualmachineid", vm_id)
             .with_opt("name", name)
-            .with("snapshotmemory", with_memory.to_string());
+            .with_opt("snapshotmemory", with_memory.then_some("true"));
         let submitted = self.submit_create(CMD, &params).await?;
         let job = self.wait_for_job(CMD, &submitted.job_id).await?;
         job_entity(CMD, &job, "vmsnapshot")
     }
 
     /// `revertToVMSnapshot`; the VM after the revert.
-    pub async fn revert_to_vm_snapshot(&self, vm_snapshot_id: &str) -> Result<VirtualMachine, CloudStackError> {
+    pub async fn revert_to_vm_snapshot(
+        &self,
+        vm_snapshot_id: &str,
+    ) -> Result<VirtualMachine, CloudStackError> {
         const CMD: &str = "revertToVMSnapshot";
         let job = self
             .run_async(CMD, &Params::new().with("vmsnapshotid", vm_snapshot_id))

@@ -8,7 +8,10 @@ use super::wire::{Params, decode_list};
 
 impl CloudStackClient {
     /// `listVolumes` (`listall=true`) with the given filters.
-    pub async fn list_volumes(&self, filter: &VolumeFilter) -> Result<Vec<Volume>, CloudStackError> {
+    pub async fn list_volumes(
+        &self,
+        filter: &VolumeFilter,
+    ) -> Result<Vec<Volume>, CloudStackError> {
         const CMD: &str = "listVolumes";
         let params = Params::new()
             .with("listall", "true")
@@ -54,7 +57,9 @@ impl CloudStackClient {
     /// the volume once detached.
     pub async fn detach_volume(&self, volume_id: &str) -> Result<Volume, CloudStackError> {
         const CMD: &str = "detachVolume";
-        let job = self.run_async(CMD, &Params::new().with("id", volume_id)).await?;
+        let job = self
+            .run_async(CMD, &Params::new().with("id", volume_id))
+            .await?;
         job_entity(CMD, &job, "volume")
     }
 

@@ -91,10 +91,7 @@ impl Signer {
         expires: DateTime<Utc>,
     ) -> String {
         let expires = expires.format(EXPIRES_FORMAT).to_string();
-        let mut all: Vec<(&str, &str)> = params
-            .iter()
-            .filter(|(n, _)| !is_reserved(n))
-            .collect();
+        let mut all: Vec<(&str, &str)> = params.iter().filter(|(n, _)| !is_reserved(n)).collect();
         all.extend([
             ("apikey", self.api_key.as_str()),
             ("command", command),
@@ -103,7 +100,8 @@ impl Signer {
             ("expires", expires.as_str()),
         ]);
         all.sort_by(|a, b| a.0.cmp(b.0));
-        let signature = cloudstack_signature::sign(all.iter().copied(), self.secret_key.expose_secret());
+        let signature =
+            cloudstack_signature::sign(all.iter().copied(), self.secret_key.expose_secret());
         let mut query = all
             .iter()
             .map(|(n, v)| format!("{n}={}", java_url_encode(v)))
@@ -125,9 +123,12 @@ fn is_reserved(name: &str) -> bool {
 /// Looks a key up case-insensitively (the server is not consistent about
 /// the case of array keys such as `vmSnapshot`).
 pub(crate) fn get_ci<'a>(object: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    object
-        .get(key)
-        .or_else(|| object.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v))
+    object.get(key).or_else(|| {
+        object
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v)
+    })
 }
 
 fn as_u64(value: Option<&Value>) -> Option<u64> {
@@ -177,7 +178,10 @@ pub fn decode_response(
         }),
         _ => Err(CloudStackError::Decode {
             command: command.to_owned(),
-            reason: format!("expected a JSON object under {}response", command.to_ascii_lowercase()),
+            reason: format!(
+                "expected a JSON object under {}response",
+                command.to_ascii_lowercase()
+            ),
         }),
     }
 }
@@ -236,11 +240,16 @@ pub fn decode_entity<T: DeserializeOwned>(
         .as_object()
         .and_then(|o| get_ci(o, key))
         .ok_or_else(|| decode_error(command, &format!("no {key} in the answer")))?;
-    serde_json::from_value(entity.clone()).map_err(|e| decode_error(command, &format!("{key}: {e}")))
+    serde_json::from_value(entity.clone())
+        .map_err(|e| decode_error(command, &format!("{key}: {e}")))
 }
 
 /// A field of an answer as a string (`jobid`, `id`).
-pub(crate) fn string_field(command: &str, inner: &Value, key: &str) -> Result<String, CloudStackError> {
+pub(crate) fn string_field(
+    command: &str,
+    inner: &Value,
+    key: &str,
+) -> Result<String, CloudStackError> {
     inner
         .as_object()
         .and_then(|o| get_ci(o, key))
@@ -256,5 +265,65 @@ pub(crate) fn decode_error(command: &str, reason: &str) -> CloudStackError {
     CloudStackError::Decode {
         command: command.to_owned(),
         reason: reason.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn signed_query_matches_the_wire_test_vector() {
+        let signer = Signer::new("AK".to_owned(), SecretString::from("SECRET".to_owned()));
+        let params = Params::new()
+            .with("zoneid", "z-1")
+            .with("displayname", "My VM~1")
+            .with("serviceofferingid", "s-1")
+            .with("templateid", "t-1");
+        let expires = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap();
+        let query = signer.signed_query("deployVirtualMachine", &params, expires);
+        assert_eq!(
+            query,
+            "apikey=AK&command=deployVirtualMachine&displayname=My%20VM%7E1\
+             &expires=2030-01-01T00%3A00%3A00%2B0000&response=json&serviceofferingid=s-1\
+             &signatureversion=3&templateid=t-1&zoneid=z-1\
+             &signature=xJw0lDum%2FrOtgo02jCDG9tV4gF8%3D"
+        );
+        assert!(!format!("{signer:?}").contains("SECRET"));
+    }
+
+    #[test]
+    fn reserved_parameters_cannot_be_overridden() {
+        let signer = Signer::new("AK".to_owned(), SecretString::from("S".to_owned()));
+        let params = Params::new()
+            .with("response", "xml")
+            .with("apikey", "other");
+        let expires = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap();
+        let query = signer.signed_query("listZones", &params, expires);
+        assert!(query.contains("response=json") && !query.contains("xml"));
+        assert!(query.contains("apikey=AK") && !query.contains("other"));
+    }
+
+    #[test]
+    fn envelope_keys_match_case_insensitively() {
+        let inner = decode_response(
+            "listVMSnapshot",
+            200,
+            br#"{"listvmsnapshotresponse":{"count":1,"vmSnapshot":[{"id":"s"}]}}"#,
+        )
+        .unwrap();
+        let snaps: Vec<Value> = decode_list("listVMSnapshot", &inner, "vmsnapshot").unwrap();
+        assert_eq!(snaps.len(), 1);
+        let err = decode_response(
+            "nope",
+            432,
+            br#"{"errorresponse":{"uuidList":[],"errorcode":432,"cserrorcode":9999,"errortext":"The given command does not exist"}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.error_code(), Some(432));
+        let two_keys = decode_response("listZones", 200, br#"{"a":{},"b":{}}"#).unwrap_err();
+        assert!(matches!(two_keys, CloudStackError::Decode { .. }));
     }
 }

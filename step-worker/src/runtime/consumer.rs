@@ -93,7 +93,13 @@ async fn handle(
     let task = match pb::StepTask::decode(delivery.data.as_slice()) {
         Ok(task) => task,
         Err(e) => {
-            return dead_letter(&delivery, dead_letters, topology, &format!("undecodable step task: {e}")).await;
+            return dead_letter(
+                &delivery,
+                dead_letters,
+                topology,
+                &format!("undecodable step task: {e}"),
+            )
+            .await;
         }
     };
     let Some(step) = StepName::parse(&task.step_name) else {
@@ -109,6 +115,7 @@ async fn handle(
     );
     async move {
         let attempt = StepAttempt {
+            correlation_id: task.correlation_id.clone(),
             job_id: task.job_id.clone(),
             step_name: task.step_name.clone(),
             attempt: task.attempt,
@@ -232,8 +239,7 @@ async fn execute(
             }
         }
     };
-    let result = if shared.abort.is_cancelled() && !matches!(result, StepResult::Succeeded { .. })
-    {
+    let result = if shared.abort.is_cancelled() && !matches!(result, StepResult::Succeeded { .. }) {
         StepResult::Failed {
             code: step.error_code(),
             message: "the worker stopped before the step finished; it runs again".into(),
@@ -242,7 +248,11 @@ async fn execute(
     } else {
         result
     };
-    info!(elapsed_ms = started.elapsed().as_millis() as u64, outcome = result.kind(), "step finished");
+    info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        outcome = result.kind(),
+        "step finished"
+    );
     shared
         .coordinator
         .report(&attempt, &result, ctx.log.text(), lease)

@@ -20,9 +20,22 @@ pub enum CoordinationError {
     Url(#[from] tonic::transport::Error),
 }
 
+/// The gRPC metadata key that carries the job's correlation id.
+pub const CORRELATION_METADATA: &str = "x-correlation-id";
+
+/// Wraps a message in a request that carries the correlation id.
+fn request<T>(step: &StepAttempt, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Ok(value) = step.correlation_id.parse() {
+        request.metadata_mut().insert(CORRELATION_METADATA, value);
+    }
+    request
+}
+
 /// Identifies one attempt of one step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepAttempt {
+    pub correlation_id: String,
     pub job_id: String,
     pub step_name: String,
     pub attempt: u32,
@@ -30,11 +43,17 @@ pub struct StepAttempt {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimOutcome {
-    Granted { lease: Duration },
+    Granted {
+        lease: Duration,
+    },
     /// A duplicate delivery or a stale attempt: drop the message.
-    Refused { reason: String },
+    Refused {
+        reason: String,
+    },
     /// The job does not exist: the message is poison.
-    UnknownJob { reason: String },
+    UnknownJob {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,12 +89,15 @@ impl Coordinator {
         let response = self
             .client
             .clone()
-            .claim_step(pb::ClaimStepRequest {
-                job_id: step.job_id.clone(),
-                step_name: step.step_name.clone(),
-                attempt: step.attempt,
-                worker_id: self.worker_id.clone(),
-            })
+            .claim_step(request(
+                step,
+                pb::ClaimStepRequest {
+                    job_id: step.job_id.clone(),
+                    step_name: step.step_name.clone(),
+                    attempt: step.attempt,
+                    worker_id: self.worker_id.clone(),
+                },
+            ))
             .await?
             .into_inner();
         Ok(if response.granted {
@@ -102,14 +124,17 @@ impl Coordinator {
         let response = self
             .client
             .clone()
-            .heartbeat(pb::HeartbeatRequest {
-                job_id: step.job_id.clone(),
-                step_name: step.step_name.clone(),
-                attempt: step.attempt,
-                worker_id: self.worker_id.clone(),
-                progress_percent,
-                message: message.to_owned(),
-            })
+            .heartbeat(request(
+                step,
+                pb::HeartbeatRequest {
+                    job_id: step.job_id.clone(),
+                    step_name: step.step_name.clone(),
+                    attempt: step.attempt,
+                    worker_id: self.worker_id.clone(),
+                    progress_percent,
+                    message: message.to_owned(),
+                },
+            ))
             .await?
             .into_inner();
         Ok(HeartbeatOutcome {
@@ -150,7 +175,7 @@ impl Coordinator {
                 })
             }
         };
-        let request = pb::ReportStepRequest {
+        let report = pb::ReportStepRequest {
             job_id: step.job_id.clone(),
             step_name: step.step_name.clone(),
             attempt: step.attempt,
@@ -161,7 +186,12 @@ impl Coordinator {
         let started = tokio::time::Instant::now();
         let mut delay = Duration::from_millis(200);
         loop {
-            match self.client.clone().report_step(request.clone()).await {
+            match self
+                .client
+                .clone()
+                .report_step(request(step, report.clone()))
+                .await
+            {
                 Ok(response) => {
                     let response = response.into_inner();
                     if !response.accepted {

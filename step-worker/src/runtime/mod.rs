@@ -32,7 +32,10 @@ pub fn subscribed_steps(names: &[String]) -> anyhow::Result<Vec<StepName>> {
             steps.push(step);
         }
     }
-    anyhow::ensure!(!steps.is_empty(), "worker.steps must name at least one step");
+    anyhow::ensure!(
+        !steps.is_empty(),
+        "worker.steps must name at least one step"
+    );
     Ok(steps)
 }
 
@@ -76,7 +79,9 @@ pub async fn run(settings: Arc<Settings>, shutdown: CancellationToken) -> anyhow
     while !shutdown.is_cancelled() {
         match consumer::session(&shared, &steps, &tracker, &shutdown).await {
             Ok(()) => break,
-            Err(e) => warn!(error = %format!("{e:#}"), retry_in_ms = delay.as_millis() as u64, "broker session ended"),
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), retry_in_ms = delay.as_millis() as u64, "broker session ended")
+            }
         }
         tokio::select! {
             () = shutdown.cancelled() => break,
@@ -86,12 +91,18 @@ pub async fn run(settings: Arc<Settings>, shutdown: CancellationToken) -> anyhow
     }
 
     tracker.close();
-    info!(in_flight = tracker.len(), "worker stopping; waiting for steps in flight");
+    info!(
+        in_flight = tracker.len(),
+        "worker stopping; waiting for steps in flight"
+    );
     if tokio::time::timeout(settings.worker.shutdown_grace, tracker.wait())
         .await
         .is_err()
     {
-        warn!(in_flight = tracker.len(), "grace period over; handing back steps in flight");
+        warn!(
+            in_flight = tracker.len(),
+            "grace period over; handing back steps in flight"
+        );
         shared.abort.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(15), tracker.wait()).await;
     }

@@ -10,7 +10,10 @@ use failover_core::pipeline::JobType;
 
 use super::naming::{custom_id, destination_vm_name};
 use super::{Executors, IntoStepFailure, StepContext, StepResult, outputs};
-use crate::cloudstack::{DeployVmRequest, ServiceOffering, VolumeFilter};
+use crate::cloudstack::{CloudStackError, DeployVmRequest, ServiceOffering, VolumeFilter};
+
+/// How many broken VMs one step replaces before it gives up.
+const MAX_GENERATIONS: u32 = 3;
 
 /// The smallest fixed offering with at least `cpus` and `memory_mb`.
 pub(super) fn pick_offering(
@@ -30,10 +33,15 @@ pub(super) fn network_ids(ctx: &StepContext) -> Result<Vec<String>, String> {
     ctx.vm()
         .nics
         .iter()
-        .map(|nic| match ctx.task.network_mappings.get(&nic.source_network) {
-            Some(id) if !id.is_empty() => Ok(id.clone()),
-            _ => Err(format!("NIC {:?} has no destination network", nic.source_network)),
-        })
+        .map(
+            |nic| match ctx.task.network_mappings.get(&nic.source_network) {
+                Some(id) if !id.is_empty() => Ok(id.clone()),
+                _ => Err(format!(
+                    "NIC {:?} has no destination network",
+                    nic.source_network
+                )),
+            },
+        )
         .collect()
 }
 
@@ -68,7 +76,7 @@ pub(super) async fn run(exec: &Executors, ctx: &StepContext) -> StepResult {
     } else {
         vm.vm_name.clone()
     };
-    let request = DeployVmRequest {
+    let mut request = DeployVmRequest {
         zone_id: placement.zone_id.clone(),
         service_offering_id: offering.id.clone(),
         template_id: placement.template_id.clone(),
@@ -76,17 +84,42 @@ pub(super) async fn run(exec: &Executors, ctx: &StepContext) -> StepResult {
         display_name: Some(display_name),
         network_ids: networks,
         start_vm: false,
-        custom_id: custom_id(&ctx.task.job_id),
+        custom_id: custom_id(&ctx.task.job_id, 0),
         details: BTreeMap::new(),
     };
-    ctx.note(format!(
-        "deploying {name} (customid {}) with offering {} ({})",
-        request.custom_id, offering.name, offering.id
-    ));
     ctx.progress.set(30, format!("deploying {name}"));
-    let created = match cs.deploy_vm(&request).await {
-        Ok(vm) => vm,
-        Err(e) => return e.into_failure(code, "deployVirtualMachine"),
+    let mut generation = 0;
+    let created = loop {
+        request.custom_id = custom_id(&ctx.task.job_id, generation);
+        ctx.note(format!(
+            "deploying {name} (customid {}) with offering {} ({})",
+            request.custom_id, offering.name, offering.id
+        ));
+        match cs.deploy_vm(&request).await {
+            Ok(vm) => break vm,
+            Err(CloudStackError::DeployedVmUnusable { vm_id, state })
+                if generation < MAX_GENERATIONS =>
+            {
+                // An earlier deploy left a broken VM under this customid:
+                // remove it and deploy under the next one.
+                ctx.note(format!(
+                    "VM {vm_id} from an earlier deploy is {state}; expunging it"
+                ));
+                if let Err(e) = cs.destroy_vm(&vm_id, true).await
+                    && !e.is_entity_not_found()
+                {
+                    return e.into_failure(code, "expunging a broken VM");
+                }
+            }
+            Err(e) if e.is_already_exists() && generation < MAX_GENERATIONS => {
+                ctx.note(format!(
+                    "customid {} is used up; taking the next one",
+                    request.custom_id
+                ));
+            }
+            Err(e) => return e.into_failure(code, "deployVirtualMachine"),
+        }
+        generation += 1;
     };
     ctx.progress.set(80, "looking up the template root volume");
     let roots = match cs
@@ -102,19 +135,26 @@ pub(super) async fn run(exec: &Executors, ctx: &StepContext) -> StepResult {
     };
     let mut made = BTreeMap::from([
         (outputs::DESTINATION_VM_ID.to_owned(), created.id.clone()),
-        (outputs::DESTINATION_VM_NAME.to_owned(), created.name.clone()),
+        (
+            outputs::DESTINATION_VM_NAME.to_owned(),
+            created.name.clone(),
+        ),
         (outputs::SERVICE_OFFERING_ID.to_owned(), offering.id.clone()),
     ]);
     // The root disk the template gave the VM; the volume step replaces it
     // with the boot disk. Absent when an earlier attempt already swapped it.
-    let boot_volume = vm.disks.iter().find(|d| d.boot).map(|d| d.cloudstack_volume_id.clone());
-    if let Some(root) = roots
+    let boot_volume = vm
+        .disks
         .iter()
-        .find(|r| Some(&r.id) != boot_volume.as_ref())
-    {
+        .find(|d| d.boot)
+        .map(|d| d.cloudstack_volume_id.clone());
+    if let Some(root) = roots.iter().find(|r| Some(&r.id) != boot_volume.as_ref()) {
         made.insert(outputs::TEMPLATE_ROOT_VOLUME_ID.to_owned(), root.id.clone());
     } else if let Some(previous) = ctx.output(outputs::TEMPLATE_ROOT_VOLUME_ID) {
-        made.insert(outputs::TEMPLATE_ROOT_VOLUME_ID.to_owned(), previous.to_owned());
+        made.insert(
+            outputs::TEMPLATE_ROOT_VOLUME_ID.to_owned(),
+            previous.to_owned(),
+        );
     }
     ctx.note(format!(
         "VM {} ({}) is {}",

@@ -108,7 +108,8 @@ impl Progress {
 
     pub fn set(&self, percent: u32, message: impl Into<String>) {
         let message = message.into();
-        self.tx.send_modify(|p| *p = (percent.min(100).max(p.0), message));
+        self.tx
+            .send_modify(|p| *p = (percent.min(100).max(p.0), message));
     }
 
     pub fn latest(&self) -> (u32, String) {

@@ -50,7 +50,10 @@ pub(super) async fn run(exec: &Executors, ctx: &StepContext) -> StepResult {
             Ok(None) => {
                 return StepResult::fail(
                     code,
-                    format!("volume {} of disk {} does not exist", disk.cloudstack_volume_id, disk.disk_id),
+                    format!(
+                        "volume {} of disk {} does not exist",
+                        disk.cloudstack_volume_id, disk.disk_id
+                    ),
                 );
             }
             Err(e) => return e.into_failure(code, "looking up a volume"),
@@ -58,17 +61,29 @@ pub(super) async fn run(exec: &Executors, ctx: &StepContext) -> StepResult {
         match volume.virtual_machine_id.as_deref() {
             Some(owner) if owner == appliance => {
                 if let Err(e) = cs.detach_volume(&volume.id).await {
-                    return e.into_failure(code, &format!("detaching {} from the appliance", volume.id));
+                    return e.into_failure(
+                        code,
+                        &format!("detaching {} from the appliance", volume.id),
+                    );
                 }
-                advance(format!("detached {} ({}) from the appliance VM", volume.id, disk.disk_id));
+                advance(format!(
+                    "detached {} ({}) from the appliance VM",
+                    volume.id, disk.disk_id
+                ));
             }
             Some(owner) if owner == dest => {
-                advance(format!("{} ({}) is already on the destination VM", volume.id, disk.disk_id));
+                advance(format!(
+                    "{} ({}) is already on the destination VM",
+                    volume.id, disk.disk_id
+                ));
             }
             Some(owner) => {
                 return StepResult::fail(
                     code,
-                    format!("volume {} of disk {} is attached to an unrelated VM {owner}", volume.id, disk.disk_id),
+                    format!(
+                        "volume {} of disk {} is attached to an unrelated VM {owner}",
+                        volume.id, disk.disk_id
+                    ),
                 );
             }
             None => advance(format!("{} ({}) is detached", volume.id, disk.disk_id)),
@@ -100,18 +115,32 @@ pub(super) async fn run(exec: &Executors, ctx: &StepContext) -> StepResult {
         None => advance("the destination VM has no root disk yet".to_owned()),
     }
     if root.is_none_or(|r| r.id != boot.cloudstack_volume_id) {
-        if let Err(e) = cs.attach_volume(&boot.cloudstack_volume_id, &dest, Some(0)).await {
-            return e.into_failure(code, &format!("attaching boot disk {} as root", boot.cloudstack_volume_id));
+        if let Err(e) = cs
+            .attach_volume(&boot.cloudstack_volume_id, &dest, Some(0))
+            .await
+        {
+            return e.into_failure(
+                code,
+                &format!("attaching boot disk {} as root", boot.cloudstack_volume_id),
+            );
         }
-        advance(format!("attached boot disk {} as device 0", boot.cloudstack_volume_id));
+        advance(format!(
+            "attached boot disk {} as device 0",
+            boot.cloudstack_volume_id
+        ));
     }
     if let Some(template_root) = ctx.output(outputs::TEMPLATE_ROOT_VOLUME_ID) {
         match cs.get_volume(template_root).await {
             Ok(Some(v)) if v.virtual_machine_id.is_none() => {
                 if let Err(e) = cs.delete_volume(template_root).await {
-                    return e.into_failure(code, &format!("deleting template root volume {template_root}"));
+                    return e.into_failure(
+                        code,
+                        &format!("deleting template root volume {template_root}"),
+                    );
                 }
-                ctx.note(format!("deleted the unused template root volume {template_root}"));
+                ctx.note(format!(
+                    "deleted the unused template root volume {template_root}"
+                ));
             }
             Ok(_) => {}
             Err(e) => return e.into_failure(code, "looking up the template root volume"),
@@ -120,21 +149,29 @@ pub(super) async fn run(exec: &Executors, ctx: &StepContext) -> StepResult {
 
     // 3. Data disks, in order.
     for disk in vm.disks.iter().filter(|d| !d.boot) {
-        if attached
-            .iter()
-            .any(|v| v.id == disk.cloudstack_volume_id)
-        {
-            advance(format!("data disk {} is already attached", disk.cloudstack_volume_id));
+        if attached.iter().any(|v| v.id == disk.cloudstack_volume_id) {
+            advance(format!(
+                "data disk {} is already attached",
+                disk.cloudstack_volume_id
+            ));
             continue;
         }
-        match cs.attach_volume(&disk.cloudstack_volume_id, &dest, None).await {
+        match cs
+            .attach_volume(&disk.cloudstack_volume_id, &dest, None)
+            .await
+        {
             Ok(v) => advance(format!(
                 "attached data disk {} as device {}",
                 v.id,
-                v.device_id.map(|d| d.to_string()).unwrap_or_else(|| "?".into())
+                v.device_id
+                    .map(|d| d.to_string())
+                    .unwrap_or_else(|| "?".into())
             )),
             Err(e) => {
-                return e.into_failure(code, &format!("attaching data disk {}", disk.cloudstack_volume_id));
+                return e.into_failure(
+                    code,
+                    &format!("attaching data disk {}", disk.cloudstack_volume_id),
+                );
             }
         }
     }

@@ -20,9 +20,18 @@ pub(super) async fn run(exec: &Executors, ctx: &StepContext) -> StepResult {
         let percent = (index * 100 / disks.len().max(1)) as u32;
         ctx.progress.set(
             percent,
-            format!("snapshot {name} of {} ({}/{})", disk.linstor_resource, index + 1, disks.len()),
+            format!(
+                "snapshot {name} of {} ({}/{})",
+                disk.linstor_resource,
+                index + 1,
+                disks.len()
+            ),
         );
-        match exec.linstor.create_snapshot(&disk.linstor_resource, name).await {
+        match exec
+            .linstor
+            .create_snapshot(&disk.linstor_resource, name)
+            .await
+        {
             Ok(created) => {
                 let how = match created.outcome {
                     SnapshotCreation::Created => "created",

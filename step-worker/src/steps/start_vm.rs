@@ -46,7 +46,11 @@ pub(super) async fn run(exec: &Executors, ctx: &StepContext) -> StepResult {
     if running.nic.len() < wanted.len() {
         return StepResult::fail(
             code,
-            format!("VM {dest} runs with {} NIC(s), expected {}", running.nic.len(), wanted.len()),
+            format!(
+                "VM {dest} runs with {} NIC(s), expected {}",
+                running.nic.len(),
+                wanted.len()
+            ),
         );
     }
     for network in &wanted {
@@ -60,9 +64,18 @@ pub(super) async fn run(exec: &Executors, ctx: &StepContext) -> StepResult {
     let addresses: Vec<String> = running
         .nic
         .iter()
-        .map(|n| format!("{}={}", n.network_id, n.ip_address.clone().unwrap_or_default()))
+        .map(|n| {
+            format!(
+                "{}={}",
+                n.network_id,
+                n.ip_address.clone().unwrap_or_default()
+            )
+        })
         .collect();
-    ctx.note(format!("VM {dest} is Running with NICs {}", addresses.join(", ")));
+    ctx.note(format!(
+        "VM {dest} is Running with NICs {}",
+        addresses.join(", ")
+    ));
     StepResult::done(format!(
         "VM {} running with {} NIC(s)",
         running.name,

@@ -36,9 +36,10 @@ pub(super) async fn run(exec: &Executors, ctx: &StepContext) -> StepResult {
             templates.iter().any(|t| t.id == placement.template_id),
             format!("template {} does not exist", placement.template_id),
         ),
-        Err(e) if e.is_entity_not_found() || e.error_code() == Some(431) => {
-            check(false, format!("template {} does not exist", placement.template_id))
-        }
+        Err(e) if e.is_entity_not_found() || e.error_code() == Some(431) => check(
+            false,
+            format!("template {} does not exist", placement.template_id),
+        ),
         Err(e) => {
             transient |= e.is_retryable();
             check(false, format!("cannot list templates: {e}"));
@@ -78,10 +79,7 @@ pub(super) async fn run(exec: &Executors, ctx: &StepContext) -> StepResult {
                     ),
                     _ => check(
                         false,
-                        format!(
-                            "NIC {:?} has no {kind} network mapping",
-                            nic.source_network
-                        ),
+                        format!("NIC {:?} has no {kind} network mapping", nic.source_network),
                     ),
                 }
             }
@@ -114,14 +112,22 @@ pub(super) async fn run(exec: &Executors, ctx: &StepContext) -> StepResult {
             ),
             Err(e) => {
                 transient |= e.is_retryable();
-                check(false, format!("cannot look up volume {}: {e}", disk.cloudstack_volume_id));
+                check(
+                    false,
+                    format!("cannot look up volume {}: {e}", disk.cloudstack_volume_id),
+                );
             }
         }
     }
 
-    ctx.progress.set(80, "checking LINSTOR resource definitions");
+    ctx.progress
+        .set(80, "checking LINSTOR resource definitions");
     for disk in &vm.disks {
-        match exec.linstor.get_resource_definition(&disk.linstor_resource).await {
+        match exec
+            .linstor
+            .get_resource_definition(&disk.linstor_resource)
+            .await
+        {
             Ok(_) => {}
             Err(e) if e.http_status() == Some(404) => check(
                 false,
@@ -134,7 +140,10 @@ pub(super) async fn run(exec: &Executors, ctx: &StepContext) -> StepResult {
                 transient |= e.is_retryable();
                 check(
                     false,
-                    format!("cannot look up LINSTOR resource {}: {e}", disk.linstor_resource),
+                    format!(
+                        "cannot look up LINSTOR resource {}: {e}",
+                        disk.linstor_resource
+                    ),
                 );
             }
         }
@@ -153,7 +162,11 @@ pub(super) async fn run(exec: &Executors, ctx: &StepContext) -> StepResult {
     }
     StepResult::Failed {
         code: ErrorCode::ValidationFailed,
-        message: format!("{} check(s) failed: {}", problems.len(), problems.join("; ")),
+        message: format!(
+            "{} check(s) failed: {}",
+            problems.len(),
+            problems.join("; ")
+        ),
         retryable: transient,
     }
 }

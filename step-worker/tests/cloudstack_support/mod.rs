@@ -87,8 +87,15 @@ impl Harness {
         settings(&self.base, DEFAULT_API_KEY, DEFAULT_SECRET_KEY)
     }
 
-    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self.http.request(method, self.base.join(path).expect("admin url"));
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, self.base.join(path).expect("admin url"));
         if let Some(body) = body {
             req = req.json(&body);
         }
@@ -106,7 +113,10 @@ impl Harness {
 
     /// The VMs in `/sim/state`.
     pub async fn vms(&self) -> Vec<Value> {
-        self.state().await["vms"].as_array().cloned().unwrap_or_default()
+        self.state().await["vms"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The volume `id` as `/sim/state` shows it.
@@ -130,7 +140,11 @@ impl Harness {
     /// `PUT /sim/config`.
     pub async fn set_job_ms(&self, ms: u64) {
         let (status, _) = self
-            .admin(reqwest::Method::PUT, "/sim/config", Some(json!({ "async_job_ms": ms })))
+            .admin(
+                reqwest::Method::PUT,
+                "/sim/config",
+                Some(json!({ "async_job_ms": ms })),
+            )
             .await;
         assert_eq!(status, 200);
     }
