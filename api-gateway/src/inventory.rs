@@ -9,7 +9,9 @@ use crate::db::StoreError;
 
 /// The replication state in which a VM can be failed over.
 pub const REPLICATED: &str = "replicated";
-pub const REPLICATION_STATES: [&str; 4] = [REPLICATED, "syncing", "paused", "error"];
+/// A VM that was failed over live; registering it again makes it replicated.
+pub const FAILED_OVER: &str = "failed-over";
+pub const REPLICATION_STATES: [&str; 5] = [REPLICATED, "syncing", "paused", "error", FAILED_OVER];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -219,6 +221,18 @@ pub async fn get(pool: &PgPool, vm_id: Uuid) -> Result<Option<VmRecord>, StoreEr
     row.map(from_row).transpose()
 }
 
+/// [`get`] within a transaction.
+pub async fn get_in(
+    tx: &mut sqlx::PgConnection,
+    vm_id: Uuid,
+) -> Result<Option<VmRecord>, StoreError> {
+    let row: Option<VmRow> = sqlx::query_as(&format!("{SELECT_VM} WHERE vm_id = $1"))
+        .bind(vm_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    row.map(from_row).transpose()
+}
+
 pub async fn list(pool: &PgPool) -> Result<Vec<VmRecord>, StoreError> {
     let rows: Vec<VmRow> = sqlx::query_as(&format!("{SELECT_VM} ORDER BY vm_name, vm_id"))
         .fetch_all(pool)
@@ -248,7 +262,7 @@ pub async fn delete(pool: &PgPool, vm_id: Uuid) -> Result<Deletion, StoreError> 
         return Ok(Deletion::NotFound);
     }
     let active: Option<(String,)> = sqlx::query_as(
-        "SELECT job_id FROM failover_jobs WHERE vm_id = $1 AND status NOT IN ('completed', 'failed')
+        "SELECT job_id FROM failover_jobs WHERE vm_id = $1 AND holds_vm
          ORDER BY created_at LIMIT 1",
     )
     .bind(vm_id)

@@ -61,13 +61,27 @@ pub async fn run(
         shutdown.clone(),
     ));
 
+    let auto_cleanup_task = tokio::spawn(timers::run_auto_cleanup(
+        service.clone(),
+        settings.gateway.timer_interval,
+        shutdown.clone(),
+    ));
+    let limits = Arc::new(http::rate_limit::RateLimits::new(&settings.gateway));
+    let forget_task = tokio::spawn(timers::run_rate_limit_upkeep(
+        limits.clone(),
+        shutdown.clone(),
+    ));
     let app = http::router(http::AppState {
         service: service.clone(),
         settings: settings.clone(),
+        limits,
     });
     let rest_shutdown = shutdown.clone();
-    let rest = axum::serve(listeners.rest, app)
-        .with_graceful_shutdown(async move { rest_shutdown.cancelled().await });
+    let rest = axum::serve(
+        listeners.rest,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { rest_shutdown.cancelled().await });
 
     let grpc_shutdown = shutdown.clone();
     let grpc = tonic::transport::Server::builder()
@@ -81,7 +95,7 @@ pub async fn run(
 
     let (rest, grpc) = tokio::join!(rest, grpc);
     shutdown.cancel();
-    let _ = tokio::join!(relay_task, timer_task);
+    let _ = tokio::join!(relay_task, timer_task, auto_cleanup_task, forget_task);
     rest.context("REST server")?;
     grpc.context("gRPC server")?;
     Ok(())

@@ -425,7 +425,11 @@ async fn an_unmapped_network_fails_validation_listing_every_problem() {
     let message = job["error_message"].as_str().unwrap();
     assert!(message.contains("Backup Net"), "{message}");
     assert!(message.contains("pvc-missing"), "{message}");
-    assert_eq!(step(&job, "snapshot")["status"], "pending");
+    assert_eq!(
+        step(&job, "snapshot")["status"],
+        "cancelled",
+        "not run after the failure"
+    );
     assert!(stack.destination_vms().is_empty());
     stack.stop().await;
 }
@@ -457,7 +461,17 @@ async fn a_failing_cloudstack_create_fails_the_job_at_vm_creation() {
     assert_eq!(creation["status"], "failed");
     assert_eq!(creation["error"]["error_code"], "VM_CREATE_FAILED");
     assert!(creation["attempt"].as_u64().unwrap() >= 1);
-    assert_eq!(step(&job, "volume-attachment")["status"], "pending");
+    assert_eq!(
+        step(&job, "volume-attachment")["status"],
+        "cancelled",
+        "not run after the failure"
+    );
+    // The snapshot that was taken is undone.
+    assert_eq!(
+        step(&job, "compensation-snapshot-deletion")["status"],
+        "completed"
+    );
+    assert!(snapshots_of(&stack, ls_sim::DEMO_RD_PGTEST1_DISK0).is_empty());
     assert!(stack.destination_vms().is_empty());
     stack.stop().await;
 }

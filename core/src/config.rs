@@ -76,6 +76,14 @@ pub struct GatewaySettings {
     pub step_retry_max_backoff: Duration,
     #[serde(with = "humantime_serde")]
     pub estimated_test_duration: Duration,
+    #[serde(with = "humantime_serde")]
+    pub default_test_duration: Duration,
+    pub max_operations_per_vm: u32,
+    pub rate_limit_per_minute: u32,
+    pub rate_limit_burst: u32,
+    pub read_rate_limit_per_minute: u32,
+    pub read_rate_limit_burst: u32,
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     pub migrate_on_start: bool,
 }
 
@@ -102,6 +110,9 @@ pub struct WorkerSettings {
     pub heartbeat_interval: Duration,
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// How long a cleanup waits for a graceful VM stop before forcing it.
+    #[serde(with = "humantime_serde")]
+    pub vm_stop_deadline: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -262,12 +273,31 @@ impl Settings {
             "virt_customize.deadline must be positive",
         )?;
         rule(
+            !self.worker.vm_stop_deadline.is_zero(),
+            "worker.vm_stop_deadline must be positive",
+        )?;
+        rule(
             self.gateway.step_max_attempts >= 1,
             "gateway.step_max_attempts must be at least 1",
         )?;
         rule(
             self.gateway.lease_duration > self.worker.heartbeat_interval * 2,
             "gateway.lease_duration must exceed twice worker.heartbeat_interval",
+        )?;
+        rule(
+            self.gateway.max_operations_per_vm >= 1,
+            "gateway.max_operations_per_vm must be at least 1",
+        )?;
+        rule(
+            self.gateway.rate_limit_per_minute >= 1
+                && self.gateway.rate_limit_burst >= 1
+                && self.gateway.read_rate_limit_per_minute >= 1
+                && self.gateway.read_rate_limit_burst >= 1,
+            "gateway rate limits must be at least 1",
+        )?;
+        rule(
+            !self.gateway.default_test_duration.is_zero(),
+            "gateway.default_test_duration must be positive",
         )?;
         rule(
             self.worker.concurrency >= 1,

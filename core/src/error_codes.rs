@@ -28,6 +28,8 @@ pub enum ErrorCode {
     VmCreateFailed,
     VolumeAttachFailed,
     VmStartFailed,
+    /// A cleanup or compensation step could not undo what a failover did.
+    CleanupFailed,
     /// The request is malformed (bad JSON, wrong types, bad values).
     InvalidRequest,
     JobNotFound,
@@ -36,6 +38,11 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// The operation conflicts with the current state (e.g. a job is active).
     Conflict,
+    /// The VM has as many unfinished operations as it may have, or a test
+    /// failover of it is still up.
+    VmBusy,
+    /// Too many requests from this client.
+    RateLimited,
     /// Postgres or another dependency of the gateway is unreachable.
     ServiceUnavailable,
     InternalError,
@@ -44,7 +51,7 @@ pub enum ErrorCode {
 pub const TROUBLESHOOTING_DOC: &str = "/docs/failover/troubleshooting.md";
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::VmNotFound,
         ErrorCode::ValidationFailed,
         ErrorCode::SnapshotFailed,
@@ -52,11 +59,14 @@ impl ErrorCode {
         ErrorCode::VmCreateFailed,
         ErrorCode::VolumeAttachFailed,
         ErrorCode::VmStartFailed,
+        ErrorCode::CleanupFailed,
         ErrorCode::InvalidRequest,
         ErrorCode::JobNotFound,
         ErrorCode::NotFound,
         ErrorCode::MethodNotAllowed,
         ErrorCode::Conflict,
+        ErrorCode::VmBusy,
+        ErrorCode::RateLimited,
         ErrorCode::ServiceUnavailable,
         ErrorCode::InternalError,
     ];
@@ -70,6 +80,9 @@ impl ErrorCode {
             ErrorCode::VmCreateFailed => "VM_CREATE_FAILED",
             ErrorCode::VolumeAttachFailed => "VOLUME_ATTACH_FAILED",
             ErrorCode::VmStartFailed => "VM_START_FAILED",
+            ErrorCode::CleanupFailed => "CLEANUP_FAILED",
+            ErrorCode::VmBusy => "VM_BUSY",
+            ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::InvalidRequest => "INVALID_REQUEST",
             ErrorCode::JobNotFound => "JOB_NOT_FOUND",
             ErrorCode::NotFound => "NOT_FOUND",
@@ -91,13 +104,15 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::InvalidRequest => 400,
             ErrorCode::ValidationFailed => 422,
-            ErrorCode::Conflict => 409,
+            ErrorCode::Conflict | ErrorCode::VmBusy => 409,
+            ErrorCode::RateLimited => 429,
             ErrorCode::ServiceUnavailable => 503,
             ErrorCode::SnapshotFailed
             | ErrorCode::VirtioFailed
             | ErrorCode::VmCreateFailed
             | ErrorCode::VolumeAttachFailed
             | ErrorCode::VmStartFailed
+            | ErrorCode::CleanupFailed
             | ErrorCode::InternalError => 500,
         }
     }
@@ -109,13 +124,15 @@ impl ErrorCode {
             }
             ErrorCode::InvalidRequest | ErrorCode::MethodNotAllowed => GrpcCode::InvalidArgument,
             ErrorCode::ValidationFailed => GrpcCode::FailedPrecondition,
-            ErrorCode::Conflict => GrpcCode::Aborted,
+            ErrorCode::Conflict | ErrorCode::VmBusy => GrpcCode::Aborted,
+            ErrorCode::RateLimited => GrpcCode::ResourceExhausted,
             ErrorCode::ServiceUnavailable => GrpcCode::Unavailable,
             ErrorCode::SnapshotFailed
             | ErrorCode::VirtioFailed
             | ErrorCode::VmCreateFailed
             | ErrorCode::VolumeAttachFailed
             | ErrorCode::VmStartFailed
+            | ErrorCode::CleanupFailed
             | ErrorCode::InternalError => GrpcCode::Internal,
         }
     }
@@ -152,6 +169,18 @@ impl ErrorCode {
             ErrorCode::VmStartFailed => &[
                 "Check the destination VM in CloudStack and its host capacity",
                 "Verify the boot volume is attached as the root disk",
+            ],
+            ErrorCode::CleanupFailed => &[
+                "The job lists the resources it left behind and why",
+                "Fix the cause, then retry the job: POST /api/v1/failover/jobs/{job_id}/retry",
+            ],
+            ErrorCode::VmBusy => &[
+                "Wait for the VM's active operation to finish; the error names it",
+                "A test failover holds its VM until its cleanup finishes: POST /api/v1/failover/jobs/{job_id}/cleanup",
+            ],
+            ErrorCode::RateLimited => &[
+                "Wait for the time given in the Retry-After header",
+                "Poll job status with GET, which is limited separately",
             ],
             ErrorCode::InvalidRequest => &[
                 "Check the request body against the API reference",

@@ -9,6 +9,8 @@ use crate::error_codes::ErrorCode;
 pub enum JobType {
     Test,
     Live,
+    /// Undoes a test failover (or a failed one that kept its state).
+    Cleanup,
 }
 
 impl JobType {
@@ -16,6 +18,7 @@ impl JobType {
         match self {
             JobType::Test => "test",
             JobType::Live => "live",
+            JobType::Cleanup => "cleanup",
         }
     }
 
@@ -23,6 +26,7 @@ impl JobType {
         match text {
             "test" => Some(JobType::Test),
             "live" => Some(JobType::Live),
+            "cleanup" => Some(JobType::Cleanup),
             _ => None,
         }
     }
@@ -32,6 +36,7 @@ impl JobType {
         match self {
             JobType::Test => "enhanced-test-failover",
             JobType::Live => "enhanced-live-failover",
+            JobType::Cleanup => "enhanced-cleanup",
         }
     }
 
@@ -59,6 +64,14 @@ impl JobType {
                 StepName::VolumeSwitch,
                 StepName::VmStartup,
             ],
+            JobType::Cleanup => &[
+                StepName::TestVmShutdown,
+                StepName::VolumeDetachment,
+                StepName::SnapshotRollback,
+                StepName::VolumeReattachment,
+                StepName::TestVmDestruction,
+                StepName::SnapshotDeletion,
+            ],
         }
     }
 }
@@ -76,6 +89,20 @@ pub enum StepName {
     VmCreation,
     VolumeSwitch,
     VmStartup,
+    // Cleanup of a test failover.
+    TestVmShutdown,
+    VolumeDetachment,
+    SnapshotRollback,
+    VolumeReattachment,
+    TestVmDestruction,
+    SnapshotDeletion,
+    // Compensation of a failed or cancelled failover, in its own job.
+    CompensationVmShutdown,
+    CompensationVolumeDetachment,
+    CompensationSnapshotRollback,
+    CompensationVolumeReattachment,
+    CompensationVmDestruction,
+    CompensationSnapshotDeletion,
 }
 
 /// What a step does, independent of the job type: a worker executes kinds.
@@ -87,10 +114,22 @@ pub enum StepKind {
     CreateVm,
     MoveVolumes,
     StartVm,
+    /// Stop the destination VM (gracefully, forced after a deadline).
+    StopVm,
+    /// Detach the replicated volumes from the destination VM.
+    DetachVolumes,
+    /// Roll every disk back to the job's LINSTOR snapshot.
+    RollbackSnapshots,
+    /// Attach the replicated volumes to the appliance VM, in their original order.
+    ReattachVolumes,
+    /// Destroy the destination VM with expunge.
+    DestroyVm,
+    /// Delete the job's LINSTOR snapshots.
+    DeleteSnapshots,
 }
 
 impl StepName {
-    pub const ALL: [StepName; 9] = [
+    pub const ALL: [StepName; 21] = [
         StepName::Validation,
         StepName::Snapshot,
         StepName::VirtioInjection,
@@ -100,6 +139,18 @@ impl StepName {
         StepName::VmCreation,
         StepName::VolumeSwitch,
         StepName::VmStartup,
+        StepName::TestVmShutdown,
+        StepName::VolumeDetachment,
+        StepName::SnapshotRollback,
+        StepName::VolumeReattachment,
+        StepName::TestVmDestruction,
+        StepName::SnapshotDeletion,
+        StepName::CompensationVmShutdown,
+        StepName::CompensationVolumeDetachment,
+        StepName::CompensationSnapshotRollback,
+        StepName::CompensationVolumeReattachment,
+        StepName::CompensationVmDestruction,
+        StepName::CompensationSnapshotDeletion,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -113,6 +164,18 @@ impl StepName {
             StepName::VmCreation => "vm-creation",
             StepName::VolumeSwitch => "volume-switch",
             StepName::VmStartup => "vm-startup",
+            StepName::TestVmShutdown => "test-vm-shutdown",
+            StepName::VolumeDetachment => "volume-detachment",
+            StepName::SnapshotRollback => "snapshot-rollback",
+            StepName::VolumeReattachment => "volume-reattachment",
+            StepName::TestVmDestruction => "test-vm-destruction",
+            StepName::SnapshotDeletion => "snapshot-deletion",
+            StepName::CompensationVmShutdown => "compensation-vm-shutdown",
+            StepName::CompensationVolumeDetachment => "compensation-volume-detachment",
+            StepName::CompensationSnapshotRollback => "compensation-snapshot-rollback",
+            StepName::CompensationVolumeReattachment => "compensation-volume-reattachment",
+            StepName::CompensationVmDestruction => "compensation-vm-destruction",
+            StepName::CompensationSnapshotDeletion => "compensation-snapshot-deletion",
         }
     }
 
@@ -128,7 +191,36 @@ impl StepName {
             StepName::TestVmCreation | StepName::VmCreation => StepKind::CreateVm,
             StepName::VolumeAttachment | StepName::VolumeSwitch => StepKind::MoveVolumes,
             StepName::TestVmStartup | StepName::VmStartup => StepKind::StartVm,
+            StepName::TestVmShutdown | StepName::CompensationVmShutdown => StepKind::StopVm,
+            StepName::VolumeDetachment | StepName::CompensationVolumeDetachment => {
+                StepKind::DetachVolumes
+            }
+            StepName::SnapshotRollback | StepName::CompensationSnapshotRollback => {
+                StepKind::RollbackSnapshots
+            }
+            StepName::VolumeReattachment | StepName::CompensationVolumeReattachment => {
+                StepKind::ReattachVolumes
+            }
+            StepName::TestVmDestruction | StepName::CompensationVmDestruction => {
+                StepKind::DestroyVm
+            }
+            StepName::SnapshotDeletion | StepName::CompensationSnapshotDeletion => {
+                StepKind::DeleteSnapshots
+            }
         }
+    }
+
+    /// A step that undoes what a failed or cancelled failover did.
+    pub fn is_compensation(self) -> bool {
+        matches!(
+            self,
+            StepName::CompensationVmShutdown
+                | StepName::CompensationVolumeDetachment
+                | StepName::CompensationSnapshotRollback
+                | StepName::CompensationVolumeReattachment
+                | StepName::CompensationVmDestruction
+                | StepName::CompensationSnapshotDeletion
+        )
     }
 
     /// The code a job fails with when this step fails without a more
@@ -141,6 +233,12 @@ impl StepName {
             StepKind::CreateVm => ErrorCode::VmCreateFailed,
             StepKind::MoveVolumes => ErrorCode::VolumeAttachFailed,
             StepKind::StartVm => ErrorCode::VmStartFailed,
+            StepKind::StopVm
+            | StepKind::DetachVolumes
+            | StepKind::RollbackSnapshots
+            | StepKind::ReattachVolumes
+            | StepKind::DestroyVm
+            | StepKind::DeleteSnapshots => ErrorCode::CleanupFailed,
         }
     }
 
@@ -178,6 +276,9 @@ impl SkipFlags {
                 Some("skipped by request (skip_validation)")
             }
             StepName::Snapshot if self.skip_snapshot => Some("skipped by request (skip_snapshot)"),
+            StepName::SnapshotRollback | StepName::SnapshotDeletion if self.skip_snapshot => {
+                Some("the test failover took no snapshot")
+            }
             StepName::VirtioInjection if self.skip_virtio_injection => {
                 Some("skipped by request (skip_virtio_injection)")
             }

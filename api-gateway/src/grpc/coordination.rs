@@ -116,7 +116,7 @@ impl StepCoordination for StepCoordinationService {
         let req = request.into_inner();
         let step = step_name(&req.step_name)?;
         let message = (!req.message.is_empty()).then_some(req.message.as_str());
-        let held = self
+        let (held, cancel_requested) = self
             .service
             .heartbeat(
                 &req.job_id,
@@ -130,7 +130,7 @@ impl StepCoordination for StepCoordinationService {
             .map_err(status)?;
         Ok(Response::new(pb::HeartbeatResponse {
             lease_held: held,
-            cancel_requested: false,
+            cancel_requested,
             lease_ms: u64::try_from(self.service.lease_duration().as_millis()).unwrap_or(u64::MAX),
         }))
     }

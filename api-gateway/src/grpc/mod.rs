@@ -29,6 +29,8 @@ pub fn status(err: ServiceError) -> Status {
     let error_code = match &err {
         ServiceError::VmNotFound { .. } => ErrorCode::VmNotFound,
         ServiceError::JobNotFound(_) => ErrorCode::JobNotFound,
+        ServiceError::VmBusy { .. } => ErrorCode::VmBusy,
+        ServiceError::Conflict { .. } => ErrorCode::Conflict,
         ServiceError::Store(store) if store.is_unavailable() => ErrorCode::ServiceUnavailable,
         ServiceError::Store(_) => ErrorCode::InternalError,
     };

@@ -36,7 +36,13 @@ pub async fn assign(mut req: Request, next: Next) -> Response {
     if let Some(err) = response.extensions().get::<ApiError>().cloned()
         && err.correlation_id.is_none()
     {
+        let headers = response.headers().clone();
         response = err.with_correlation(id).into_response();
+        for (name, value) in &headers {
+            if name != axum::http::header::CONTENT_LENGTH {
+                response.headers_mut().insert(name.clone(), value.clone());
+            }
+        }
     }
     span.in_scope(|| {
         tracing::info!(status = response.status().as_u16(), "request finished");

@@ -128,6 +128,13 @@ impl From<ServiceError> for ApiError {
                 ApiError::new(ErrorCode::JobNotFound, format!("Job {job_id} not found"))
                     .with_job(job_id)
             }
+            ServiceError::VmBusy {
+                message,
+                active_job,
+            } => ApiError::new(ErrorCode::VmBusy, message).with_job(active_job),
+            ServiceError::Conflict { message, job_id } => {
+                ApiError::new(ErrorCode::Conflict, message).with_job(job_id)
+            }
             ServiceError::Store(store) => store.into(),
         }
     }

@@ -17,7 +17,8 @@ use super::AppState;
 use super::correlation::CorrelationId;
 use super::error::ApiError;
 use super::extract::ApiJson;
-use crate::jobs::service::StartFailover;
+use super::idempotency;
+use crate::jobs::service::{Accepted, StartFailover, Started};
 
 /// The longest test a request may ask for.
 const MAX_TEST_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -45,6 +46,14 @@ pub struct FailoverRequest {
     pub custom_config: Option<serde_json::Map<String, serde_json::Value>>,
     #[serde(default)]
     pub notification_config: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Undo what the failover did when it fails (default), or keep it so an
+    /// operator can fix the cause and retry from the failed step.
+    #[serde(default = "yes")]
+    pub rollback_on_failure: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Turns the body into a validated command, listing every problem.
@@ -103,6 +112,7 @@ fn parse(
         },
         auto_cleanup: body.auto_cleanup,
         test_duration,
+        rollback_on_failure: body.rollback_on_failure,
         network_mappings,
         custom_config: body.custom_config.map(serde_json::Value::Object),
         notification_config: body.notification_config.map(serde_json::Value::Object),
@@ -113,52 +123,51 @@ fn parse(
 pub async fn start_test(
     State(state): State<AppState>,
     Extension(correlation): Extension<CorrelationId>,
-    ApiJson(body): ApiJson<FailoverRequest>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<serde_json::Value>,
 ) -> Result<Response, ApiError> {
-    start(state, JobType::Test, correlation, body).await
+    start(state, JobType::Test, correlation, headers, body).await
 }
 
 pub async fn start_live(
     State(state): State<AppState>,
     Extension(correlation): Extension<CorrelationId>,
-    ApiJson(body): ApiJson<FailoverRequest>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<serde_json::Value>,
 ) -> Result<Response, ApiError> {
-    start(state, JobType::Live, correlation, body).await
+    start(state, JobType::Live, correlation, headers, body).await
 }
 
-async fn start(
-    state: AppState,
-    job_type: JobType,
-    correlation: CorrelationId,
-    body: FailoverRequest,
-) -> Result<Response, ApiError> {
-    let command = parse(job_type, body, correlation.0)?;
-    let vm_id = command.vm_id;
-    let accepted = state.service.start(command.clone()).await.map_err(|e| {
-        ApiError::from(e)
-            .with_vm(vm_id)
-            .with_correlation(correlation.0)
-    })?;
-
+/// The documented answer to an accepted failover.
+fn answer(
+    command: &StartFailover,
+    accepted: &Accepted,
+    estimated_test_duration: std::time::Duration,
+) -> serde_json::Value {
+    let job_type = command.job_type;
     let mut data = json!({
-        "correlation_id": correlation.0,
+        "correlation_id": command.correlation_id,
         "job_type": job_type.as_str(),
         "snapshot_protection": !command.skips.skip_snapshot,
         "status": accepted.status.as_str(),
         "virtio_injection": !command.skips.skip_virtio_injection,
-        "vm_id": vm_id,
+        "vm_id": accepted.vm_id,
         "vm_name": command.vm_name,
+        "rollback_on_failure": command.rollback_on_failure,
     });
+    if let Some(other) = &accepted.waiting_for {
+        data["waiting_for"] = json!(other);
+    }
     let mut body = json!({
         "success": true,
         "job_id": accepted.job_id,
     });
     match job_type {
         JobType::Test => {
-            let estimated = command.test_duration.clone().unwrap_or_else(|| {
-                humantime::format_duration(state.settings.gateway.estimated_test_duration)
-                    .to_string()
-            });
+            let estimated = command
+                .test_duration
+                .clone()
+                .unwrap_or_else(|| humantime::format_duration(estimated_test_duration).to_string());
             body["message"] = json!(match (
                 command.skips.skip_snapshot,
                 command.skips.skip_virtio_injection
@@ -173,18 +182,69 @@ async fn start(
             data["auto_cleanup"] = json!(command.auto_cleanup);
             data["test_duration"] = json!(command.test_duration);
         }
-        JobType::Live => {
+        _ => {
             body["message"] = json!("Live failover initiated successfully");
         }
     }
     body["data"] = data;
-    let mut headers = HeaderMap::new();
-    if let Ok(location) =
-        HeaderValue::from_str(&format!("/api/v1/failover/jobs/{}", accepted.job_id))
+    body
+}
+
+async fn start(
+    state: AppState,
+    job_type: JobType,
+    correlation: CorrelationId,
+    headers: HeaderMap,
+    raw: serde_json::Value,
+) -> Result<Response, ApiError> {
+    let endpoint = format!("/api/v1/failover/{job_type}");
+    let idempotency = idempotency::key(&headers, &endpoint, &raw)
+        .map_err(|e| e.with_correlation(correlation.0))?;
+    if let Some(key) = &idempotency
+        && let Some(replayed) = idempotency::replay(&state.service, key)
+            .await
+            .map_err(|e| e.with_correlation(correlation.0))?
     {
+        return Ok(replayed);
+    }
+    let body: FailoverRequest = serde_json::from_value(raw).map_err(|e| {
+        ApiError::invalid(format!("Invalid request body: {e}")).with_correlation(correlation.0)
+    })?;
+    let command = parse(job_type, body, correlation.0)?;
+    let vm_id = command.vm_id;
+    let estimated = state.settings.gateway.estimated_test_duration;
+    let render_command = command.clone();
+    let render = move |accepted: &Accepted| (202u16, answer(&render_command, accepted, estimated));
+    let started = state
+        .service
+        .start(command.clone(), idempotency.as_ref(), &render)
+        .await
+        .map_err(|e| {
+            ApiError::from(e)
+                .with_vm(vm_id)
+                .with_correlation(correlation.0)
+        })?;
+    let accepted = match started {
+        Started::New(accepted) => accepted,
+        Started::Replayed(stored) => {
+            let key = idempotency.expect("a replay needs a key");
+            return idempotency::stored_answer(&key, stored)
+                .map_err(|e| e.with_correlation(correlation.0));
+        }
+    };
+    Ok(accepted_response(
+        &accepted.job_id,
+        answer(&command, &accepted, estimated),
+    ))
+}
+
+/// 202 with a `Location` of the job.
+pub fn accepted_response(job_id: &str, body: serde_json::Value) -> Response {
+    let mut headers = HeaderMap::new();
+    if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/failover/jobs/{job_id}")) {
         headers.insert(header::LOCATION, location);
     }
-    Ok((StatusCode::ACCEPTED, headers, Json(body)).into_response())
+    (StatusCode::ACCEPTED, headers, Json(body)).into_response()
 }
 
 #[cfg(test)]

@@ -46,7 +46,7 @@ impl ListQuery {
         if let Some(t) = &job_type
             && JobType::parse(t).is_none()
         {
-            problems.push(format!("type {t:?} is not one of test, live"));
+            problems.push(format!("type {t:?} is not one of test, live, cleanup"));
         }
         let vm_id = parse_uuid("vm_id", self.vm_id, &mut problems);
         let correlation_id = parse_uuid("correlation_id", self.correlation_id, &mut problems);
@@ -106,9 +106,70 @@ pub fn summary(job: &JobRow) -> Value {
         "linstor_snapshot_name": job.linstor_snapshot_name,
         "destination_vm_id": job.destination_vm_id,
         "error_code": job.error_code,
+        "test_job_id": job.parent_job_id,
+        "cleanup_job_id": job.cleanup_job_id,
         "created_at": time(Some(job.created_at)),
         "completed_at": time(job.completed_at),
     })
+}
+
+/// What a job that ended with state behind it left, and why: from its
+/// undo steps (cleanup or compensation) that did not complete, or, for a
+/// job that kept its state, from what its steps made.
+pub fn left_behind(d: &JobDetail) -> Vec<Value> {
+    use failover_core::pipeline::{StepKind, StepName};
+    let job = &d.job;
+    if !job.holds_vm || !matches!(job.status.as_str(), "failed" | "cancelled") {
+        return Vec::new();
+    }
+    let outputs = &job.outputs;
+    let vm = outputs["destination_vm_id"].as_str().unwrap_or("(unknown)");
+    let snapshot = job.linstor_snapshot_name.as_deref().unwrap_or("(none)");
+    let undo: Vec<&StepRow> = d
+        .steps
+        .iter()
+        .filter(|s| {
+            StepName::parse(&s.step_name)
+                .is_some_and(|n| n.is_compensation() || job.job_type == "cleanup")
+        })
+        .collect();
+    if undo.is_empty() {
+        // Kept for a retry: everything the forward steps made is still there.
+        let mut left = Vec::new();
+        if outputs.get("destination_vm_id").is_some() {
+            left.push(json!({"resource": format!("VM {vm}"), "why": "the job kept its state for a retry (rollback_on_failure: false)"}));
+        }
+        if job.linstor_snapshot_name.is_some() {
+            left.push(json!({"resource": format!("LINSTOR snapshot {snapshot} of every disk"), "why": "the job kept its state for a retry (rollback_on_failure: false)"}));
+        }
+        return left;
+    }
+    undo.iter()
+        .filter(|s| !matches!(s.status.as_str(), "completed" | "skipped"))
+        .filter_map(|s| {
+            let kind = StepName::parse(&s.step_name)?.kind();
+            let resource = match kind {
+                StepKind::StopVm => format!("VM {vm} may still be running"),
+                StepKind::DetachVolumes => {
+                    format!("the replicated volumes may still be attached to VM {vm}")
+                }
+                StepKind::RollbackSnapshots => {
+                    format!("the disks are not rolled back to snapshot {snapshot}")
+                }
+                StepKind::ReattachVolumes => {
+                    "the replicated volumes are not back on the appliance VM".to_owned()
+                }
+                StepKind::DestroyVm => format!("VM {vm} still exists"),
+                StepKind::DeleteSnapshots => format!("LINSTOR snapshot {snapshot} still exists"),
+                _ => return None,
+            };
+            let why = s
+                .error_message
+                .clone()
+                .unwrap_or_else(|| format!("step {} is {}", s.step_name, s.status));
+            Some(json!({"step": s.step_name, "resource": resource, "why": why}))
+        })
+        .collect()
 }
 
 fn step(step: &StepRow) -> Value {
@@ -158,6 +219,14 @@ pub fn detail(d: &JobDetail) -> Value {
         "started_at": time(job.started_at),
         "completed_at": time(job.completed_at),
         "updated_at": time(Some(job.updated_at)),
+        "rollback_on_failure": job.rollback_on_failure,
+        "cancel_requested": job.cancel_requested,
+        "holds_vm": job.holds_vm,
+        "test_job_id": job.parent_job_id,
+        "cleanup_job_id": job.cleanup_job_id,
+        "auto_cleanup_at": time(job.auto_cleanup_at),
+        "waiting_for": job.waiting_for,
+        "left_behind": left_behind(d),
         "steps": d.steps.iter().map(step).collect::<Vec<_>>(),
     })
 }

@@ -4,7 +4,10 @@ mod correlation;
 mod error;
 mod extract;
 mod failover;
+mod idempotency;
 mod jobs;
+mod operations;
+pub mod rate_limit;
 mod vms;
 
 use std::sync::Arc;
@@ -28,6 +31,7 @@ use crate::jobs::service::FailoverService;
 pub struct AppState {
     pub service: FailoverService,
     pub settings: Arc<Settings>,
+    pub limits: Arc<rate_limit::RateLimits>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -37,6 +41,22 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/failover/live", post(failover::start_live))
         .route("/api/v1/failover/jobs", get(jobs::list))
         .route("/api/v1/failover/jobs/{job_id}", get(jobs::get))
+        .route(
+            "/api/v1/failover/jobs/{job_id}/cleanup",
+            post(operations::cleanup),
+        )
+        .route(
+            "/api/v1/failover/test/{job_id}",
+            axum::routing::delete(operations::cleanup),
+        )
+        .route(
+            "/api/v1/failover/jobs/{job_id}/cancel",
+            post(operations::cancel),
+        )
+        .route(
+            "/api/v1/failover/jobs/{job_id}/retry",
+            post(operations::retry),
+        )
         .route("/api/v1/vms", get(vms::list))
         .route(
             "/api/v1/vms/{vm_id}",
@@ -47,6 +67,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(
+            state.limits.clone(),
+            rate_limit::enforce,
+        ))
         .layer(middleware::from_fn(correlation::assign))
         .with_state(state)
 }

@@ -6,7 +6,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use failover_core::orchestration::{JobState, StepState};
+use failover_core::ErrorCode;
+use failover_core::orchestration::{JobError, JobState, StepState};
 use failover_core::pipeline::{JobType, StepName};
 use failover_core::{JobStatus, StepStatus};
 use failover_proto::v1 as pb;
@@ -61,13 +62,22 @@ pub struct JobRow {
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+    pub rollback_on_failure: bool,
+    pub cancel_requested: bool,
+    pub holds_vm: bool,
+    pub parent_job_id: Option<String>,
+    pub cleanup_job_id: Option<String>,
+    pub auto_cleanup_at: Option<DateTime<Utc>>,
+    pub waiting_for: Option<String>,
+    pub outputs: serde_json::Value,
 }
 
 pub const JOB_COLUMNS: &str = "job_id, correlation_id, vm_id, vm_name, job_type, status, current_step, \
     source_vm_spec, network_mappings, skip_validation, skip_snapshot, skip_virtio_injection, \
     auto_cleanup, test_duration, custom_config, notification_config, linstor_snapshot_name, \
     destination_vm_id, error_code, error_message, error_step, created_at, started_at, \
-    completed_at, updated_at";
+    completed_at, updated_at, rollback_on_failure, cancel_requested, holds_vm, parent_job_id, \
+    cleanup_job_id, auto_cleanup_at, waiting_for, outputs";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct StepRow {
@@ -101,12 +111,26 @@ pub struct JobDetail {
 pub struct LockedJob {
     pub job_id: String,
     pub correlation_id: Uuid,
+    pub vm_id: Uuid,
     pub job_type: String,
     pub status: String,
     pub task_context: serde_json::Value,
     pub outputs: serde_json::Value,
     pub started_at: Option<DateTime<Utc>>,
+    pub rollback_on_failure: bool,
+    pub cancel_requested: bool,
+    pub holds_vm: bool,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub error_step: Option<String>,
+    pub parent_job_id: Option<String>,
+    pub auto_cleanup: bool,
+    pub test_duration: Option<String>,
 }
+
+pub const LOCKED_JOB_COLUMNS: &str = "job_id, correlation_id, vm_id, job_type, status, task_context, \
+    outputs, started_at, rollback_on_failure, cancel_requested, holds_vm, error_code, \
+    error_message, error_step, parent_job_id, auto_cleanup, test_duration";
 
 impl LockedJob {
     pub fn context(&self) -> Result<TaskContext, StoreError> {
@@ -140,10 +164,22 @@ impl LockedJob {
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
+        let failure = match (&self.error_code, &self.error_step) {
+            (Some(code), Some(step)) => Some(JobError {
+                step: StepName::parse(step)
+                    .ok_or_else(|| StoreError::corrupt(format!("unknown step {step:?}")))?,
+                code: ErrorCode::parse(code).unwrap_or(ErrorCode::InternalError),
+                message: self.error_message.clone().unwrap_or_default(),
+            }),
+            _ => None,
+        };
         Ok(JobState {
             job_type: self.job_type()?,
             status,
             steps,
+            rollback_on_failure: self.rollback_on_failure,
+            cancel_requested: self.cancel_requested,
+            failure,
         })
     }
 

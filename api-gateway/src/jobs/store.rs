@@ -11,7 +11,9 @@ use uuid::Uuid;
 use failover_core::orchestration::StepUpdate;
 use failover_core::{JobStatus, StepStatus};
 
-use super::model::{JOB_COLUMNS, JobDetail, JobRow, LockedJob, STEP_COLUMNS, StepRow};
+use super::model::{
+    JOB_COLUMNS, JobDetail, JobRow, LOCKED_JOB_COLUMNS, LockedJob, STEP_COLUMNS, StepRow,
+};
 use crate::db::StoreError;
 
 /// The channel the outbox relay listens on.
@@ -37,6 +39,10 @@ pub struct NewJob<'a> {
     /// `None` when the snapshot step is skipped; otherwise the name with
     /// `{ts}` standing for the job's unix seconds.
     pub snapshot_name_template: Option<String>,
+    pub rollback_on_failure: bool,
+    pub parent_job_id: Option<&'a str>,
+    /// Outputs inherited from the parent job (a cleanup acts on them).
+    pub outputs: serde_json::Value,
     pub now: DateTime<Utc>,
 }
 
@@ -52,13 +58,17 @@ pub async fn insert_job(tx: &mut PgConnection, job: &NewJob<'_>) -> Result<Strin
             .as_ref()
             .map(|t| t.replace("{ts}", &seconds.to_string()));
         let mut context = job.task_context.clone();
-        context["snapshot_name"] = serde_json::to_value(&snapshot).map_err(StoreError::corrupt)?;
+        if job.parent_job_id.is_none() {
+            context["snapshot_name"] =
+                serde_json::to_value(&snapshot).map_err(StoreError::corrupt)?;
+        }
         let inserted = sqlx::query(
             "INSERT INTO failover_jobs (job_id, correlation_id, vm_id, vm_name, job_type, status,
                source_vm_spec, network_mappings, task_context, skip_validation, skip_snapshot,
                skip_virtio_injection, auto_cleanup, test_duration, custom_config,
-               notification_config, linstor_snapshot_name, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17)
+               notification_config, linstor_snapshot_name, created_at, updated_at,
+               rollback_on_failure, parent_job_id, outputs)
+             VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17, $18, $19, $20)
              ON CONFLICT (job_id) DO NOTHING",
         )
         .bind(&job_id)
@@ -78,6 +88,9 @@ pub async fn insert_job(tx: &mut PgConnection, job: &NewJob<'_>) -> Result<Strin
         .bind(job.notification_config)
         .bind(&snapshot)
         .bind(job.now)
+        .bind(job.rollback_on_failure)
+        .bind(job.parent_job_id)
+        .bind(&job.outputs)
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() == 1 {
@@ -167,10 +180,9 @@ pub async fn lock_job(
     tx: &mut PgConnection,
     job_id: &str,
 ) -> Result<Option<(LockedJob, Vec<StepRow>)>, StoreError> {
-    let job: Option<LockedJob> = sqlx::query_as(
-        "SELECT job_id, correlation_id, job_type, status, task_context, outputs, started_at
-         FROM failover_jobs WHERE job_id = $1 FOR UPDATE",
-    )
+    let job: Option<LockedJob> = sqlx::query_as(&format!(
+        "SELECT {LOCKED_JOB_COLUMNS} FROM failover_jobs WHERE job_id = $1 FOR UPDATE"
+    ))
     .bind(job_id)
     .fetch_optional(&mut *tx)
     .await?;
@@ -247,7 +259,12 @@ pub struct JobUpdate<'a> {
     pub outputs: serde_json::Value,
     pub destination_vm_id: Option<&'a str>,
     pub error: Option<(&'a str, &'a str, &'a str)>,
+    pub clear_error: bool,
     pub mark_started: bool,
+    pub cancel_requested: bool,
+    pub holds_vm: bool,
+    /// When a completed test failover with auto-cleanup is cleaned up.
+    pub auto_cleanup_after: Option<Duration>,
 }
 
 pub async fn update_job(
@@ -265,11 +282,16 @@ pub async fn update_job(
            current_step = $3,
            outputs = $4,
            destination_vm_id = COALESCE($5, destination_vm_id),
-           error_code = COALESCE($6, error_code),
-           error_message = COALESCE($7, error_message),
-           error_step = COALESCE($8, error_step),
+           error_code = CASE WHEN $10 THEN NULL ELSE COALESCE($6, error_code) END,
+           error_message = CASE WHEN $10 THEN NULL ELSE COALESCE($7, error_message) END,
+           error_step = CASE WHEN $10 THEN NULL ELSE COALESCE($8, error_step) END,
            started_at = CASE WHEN $9 THEN COALESCE(started_at, now()) ELSE started_at END,
-           completed_at = CASE WHEN $2 IN ('completed', 'failed') THEN now() ELSE NULL END,
+           completed_at = CASE WHEN $2 IN ('completed', 'failed', 'cancelled') THEN COALESCE(completed_at, now()) ELSE NULL END,
+           cancel_requested = $11,
+           holds_vm = $12,
+           auto_cleanup_at = CASE WHEN $13::bigint IS NOT NULL
+             THEN now() + make_interval(secs => $13::double precision / 1000) ELSE auto_cleanup_at END,
+           waiting_for = CASE WHEN $2 = 'pending' THEN waiting_for ELSE NULL END,
            updated_at = now()
          WHERE job_id = $1",
     )
@@ -282,13 +304,22 @@ pub async fn update_job(
     .bind(error_message)
     .bind(error_step)
     .bind(update.mark_started)
+    .bind(update.clear_error)
+    .bind(update.cancel_requested)
+    .bind(update.holds_vm)
+    .bind(
+        update
+            .auto_cleanup_after
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+    )
     .execute(&mut *tx)
     .await?;
     Ok(())
 }
 
 /// Renews the lease of a running step held by `worker_id` at `attempt`.
-/// Returns false when the lease is no longer that worker's.
+/// Returns whether the lease is still that worker's, and whether the job
+/// was cancelled.
 #[allow(clippy::too_many_arguments)]
 pub async fn renew_lease(
     pool: &PgPool,
@@ -299,15 +330,18 @@ pub async fn renew_lease(
     lease: Duration,
     progress: u32,
     message: Option<&str>,
-) -> Result<bool, StoreError> {
+) -> Result<(bool, bool), StoreError> {
     let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
-    let updated = sqlx::query(
-        "UPDATE failover_job_steps SET
+    let renewed: Option<(bool,)> = sqlx::query_as(
+        "UPDATE failover_job_steps s SET
            lease_expires_at = now() + make_interval(secs => $5::double precision / 1000),
-           progress = GREATEST(progress, LEAST($6, 100)),
-           message = COALESCE($7, message),
+           progress = GREATEST(s.progress, LEAST($6, 100)),
+           message = COALESCE($7, s.message),
            updated_at = now()
-         WHERE job_id = $1 AND step_name = $2 AND attempt = $3 AND worker_id = $4 AND status = 'running'",
+         FROM failover_jobs j
+         WHERE s.job_id = $1 AND s.step_name = $2 AND s.attempt = $3 AND s.worker_id = $4
+           AND s.status = 'running' AND j.job_id = s.job_id
+         RETURNING j.cancel_requested",
     )
     .bind(job_id)
     .bind(step_name)
@@ -316,9 +350,155 @@ pub async fn renew_lease(
     .bind(lease_ms)
     .bind(i32::try_from(progress).unwrap_or(100))
     .bind(message)
-    .execute(pool)
+    .fetch_optional(pool)
     .await?;
-    Ok(updated.rows_affected() == 1)
+    Ok(match renewed {
+        Some((cancel,)) => (true, cancel),
+        None => (false, false),
+    })
+}
+
+/// Locks the VM's inventory row: admissions of one VM are serialized.
+pub async fn lock_vm(tx: &mut PgConnection, vm_id: Uuid) -> Result<(), StoreError> {
+    sqlx::query("SELECT 1 FROM vms WHERE vm_id = $1 FOR UPDATE")
+        .bind(vm_id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// A job that holds a VM.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Holder {
+    pub job_id: String,
+    pub job_type: String,
+    pub status: String,
+    pub parent_job_id: Option<String>,
+    /// Whether its first step was dispatched.
+    pub started: bool,
+}
+
+/// The jobs holding `vm_id`, oldest first.
+pub async fn holders(tx: &mut PgConnection, vm_id: Uuid) -> Result<Vec<Holder>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT j.job_id, j.job_type, j.status, j.parent_job_id,
+                EXISTS (SELECT 1 FROM failover_job_steps s
+                        WHERE s.job_id = j.job_id AND s.status NOT IN ('pending', 'skipped', 'cancelled')) AS started
+         FROM failover_jobs j WHERE j.vm_id = $1 AND j.holds_vm
+         ORDER BY j.created_at, j.job_id",
+    )
+    .bind(vm_id)
+    .fetch_all(&mut *tx)
+    .await?)
+}
+
+pub async fn set_waiting_for(
+    tx: &mut PgConnection,
+    job_id: &str,
+    waiting_for: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE failover_jobs SET waiting_for = $2 WHERE job_id = $1")
+        .bind(job_id)
+        .bind(waiting_for)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Releases a job's hold on its VM (a test failover whose cleanup finished).
+pub async fn release(tx: &mut PgConnection, job_id: &str) -> Result<(), StoreError> {
+    sqlx::query("UPDATE failover_jobs SET holds_vm = false, updated_at = now() WHERE job_id = $1")
+        .bind(job_id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+pub async fn link_cleanup(
+    tx: &mut PgConnection,
+    job_id: &str,
+    cleanup_job_id: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE failover_jobs SET cleanup_job_id = $2, auto_cleanup_at = NULL, updated_at = now() WHERE job_id = $1",
+    )
+    .bind(job_id)
+    .bind(cleanup_job_id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Test failovers whose auto-cleanup is due, locked so one replica takes each.
+pub async fn due_auto_cleanups(
+    tx: &mut PgConnection,
+    limit: i64,
+) -> Result<Vec<String>, StoreError> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT job_id FROM failover_jobs
+         WHERE auto_cleanup_at <= now() AND cleanup_job_id IS NULL AND status = 'completed'
+         ORDER BY auto_cleanup_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
+pub async fn mark_failed_over(tx: &mut PgConnection, vm_id: Uuid) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE vms SET replication_state = 'failed-over', updated_at = now() WHERE vm_id = $1",
+    )
+    .bind(vm_id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// A stored answer to a request with an `Idempotency-Key`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredResponse {
+    pub request_hash: String,
+    pub job_id: String,
+    pub response_status: i32,
+    pub response_body: serde_json::Value,
+}
+
+pub async fn idempotent_response(
+    pool: &PgPool,
+    key: &str,
+    endpoint: &str,
+) -> Result<Option<StoredResponse>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT request_hash, job_id, response_status, response_body FROM idempotency_keys
+         WHERE idempotency_key = $1 AND endpoint = $2",
+    )
+    .bind(key)
+    .bind(endpoint)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Stores the answer; false when another request stored one for the key first.
+pub async fn store_idempotent_response(
+    tx: &mut PgConnection,
+    key: &str,
+    endpoint: &str,
+    response: &StoredResponse,
+) -> Result<bool, StoreError> {
+    let inserted = sqlx::query(
+        "INSERT INTO idempotency_keys (idempotency_key, endpoint, request_hash, job_id, response_status, response_body)
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+    )
+    .bind(key)
+    .bind(endpoint)
+    .bind(&response.request_hash)
+    .bind(&response.job_id)
+    .bind(response.response_status)
+    .bind(&response.response_body)
+    .execute(&mut *tx)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
 }
 
 /// Running steps whose lease ran out.
@@ -353,6 +533,16 @@ pub async fn get_job(pool: &PgPool, job_id: &str) -> Result<Option<JobDetail>, S
     .fetch_all(pool)
     .await?;
     Ok(Some(JobDetail { job, steps }))
+}
+
+/// A job row within a transaction.
+pub async fn get_job_in(tx: &mut PgConnection, job_id: &str) -> Result<Option<JobRow>, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {JOB_COLUMNS} FROM failover_jobs WHERE job_id = $1"
+    ))
+    .bind(job_id)
+    .fetch_optional(&mut *tx)
+    .await?)
 }
 
 /// The newest job of a correlation id.

@@ -43,7 +43,11 @@ pub struct Stack {
     pub http: reqwest::Client,
     shutdown: CancellationToken,
     workers: Vec<CancellationToken>,
-    gateways: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    gateways: Vec<(
+        CancellationToken,
+        Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    )>,
+    gateway_addrs: Vec<(SocketAddr, SocketAddr)>,
 }
 
 async fn serve(router: axum::Router, shutdown: CancellationToken) -> SocketAddr {
@@ -70,6 +74,11 @@ pub fn workspace_bin(name: &str) -> PathBuf {
 
 impl Stack {
     pub async fn start() -> Stack {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A stack whose settings `adjust` changes first.
+    pub async fn start_with(adjust: impl FnOnce(&mut Settings)) -> Stack {
         let shutdown = CancellationToken::new();
         let cloudstack = Arc::new(CloudStackSim::new(CloudStackSimConfig {
             async_job_duration: Duration::from_millis(30),
@@ -111,6 +120,11 @@ impl Stack {
         settings.worker.gateway_url = format!("http://{grpc_addr}").parse().unwrap();
         settings.worker.heartbeat_interval = Duration::from_millis(500);
         settings.worker.shutdown_grace = Duration::from_secs(5);
+        // Tests send many requests from one address; the limits have their own test.
+        settings.gateway.rate_limit_per_minute = 60_000;
+        settings.gateway.rate_limit_burst = 10_000;
+        settings.gateway.read_rate_limit_per_minute = 60_000;
+        settings.gateway.read_rate_limit_burst = 10_000;
         settings.cloudstack.endpoint = format!("http://{cs_addr}/client/api").parse().unwrap();
         settings.cloudstack.async_poll_initial = Duration::from_millis(20);
         settings.cloudstack.async_poll_max = Duration::from_millis(200);
@@ -125,6 +139,7 @@ impl Stack {
         settings.virt_customize.command = workspace_bin("virt-customize-standin");
         settings.virt_customize.virtio_win_path = virtio;
         settings.virt_customize.deadline = Duration::from_secs(30);
+        adjust(&mut settings);
         let settings = Arc::new(settings);
 
         let pool = PgPoolOptions::new()
@@ -133,11 +148,12 @@ impl Stack {
             .await
             .unwrap();
         api_gateway::migrate(&pool).await.unwrap();
+        let gateway_token = shutdown.child_token();
         let gateway = tokio::spawn(api_gateway::run(
             settings.clone(),
             pool.clone(),
             api_gateway::Listeners { rest, grpc },
-            shutdown.child_token(),
+            gateway_token.clone(),
         ));
         wait_until_answers(&format!("http://{rest_addr}/health/ready")).await;
         Stack {
@@ -152,7 +168,8 @@ impl Stack {
             http: reqwest::Client::new(),
             shutdown,
             workers: Vec::new(),
-            gateways: vec![gateway],
+            gateways: vec![(gateway_token, Some(gateway))],
+            gateway_addrs: vec![(rest_addr, grpc_addr)],
         }
     }
 
@@ -161,7 +178,23 @@ impl Stack {
     pub async fn start_gateway_replica(&mut self) -> String {
         let rest = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        self.serve_gateway(rest, grpc).await
+    }
+
+    /// Stops gateway replica `index` and starts a new process of it on the
+    /// same addresses, as a restart does.
+    pub async fn restart_gateway(&mut self, index: usize) {
+        self.stop_gateway(index).await;
+        let (rest_addr, grpc_addr) = self.gateway_addrs[index];
+        let rest = TcpListener::bind(rest_addr).await.unwrap();
+        let grpc = TcpListener::bind(grpc_addr).await.unwrap();
+        self.serve_gateway(rest, grpc).await;
+    }
+
+    async fn serve_gateway(&mut self, rest: TcpListener, grpc: TcpListener) -> String {
         let base = format!("http://{}", rest.local_addr().unwrap());
+        self.gateway_addrs
+            .push((rest.local_addr().unwrap(), grpc.local_addr().unwrap()));
         let pool = PgPoolOptions::new()
             .max_connections(10)
             .connect(&format!(
@@ -170,14 +203,27 @@ impl Stack {
             ))
             .await
             .unwrap();
-        self.gateways.push(tokio::spawn(api_gateway::run(
-            self.settings.clone(),
-            pool,
-            api_gateway::Listeners { rest, grpc },
-            self.shutdown.child_token(),
-        )));
+        let token = self.shutdown.child_token();
+        self.gateways.push((
+            token.clone(),
+            Some(tokio::spawn(api_gateway::run(
+                self.settings.clone(),
+                pool,
+                api_gateway::Listeners { rest, grpc },
+                token,
+            ))),
+        ));
         wait_until_answers(&format!("{base}/health/ready")).await;
         base
+    }
+
+    /// Stops gateway replica `index` (its REST and gRPC listeners close).
+    pub async fn stop_gateway(&mut self, index: usize) {
+        let (token, handle) = &mut self.gateways[index];
+        token.cancel();
+        if let Some(handle) = handle.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
+        }
     }
 
     /// Starts an in-process worker for every step.
@@ -307,6 +353,20 @@ impl Stack {
         (status, value)
     }
 
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .delete(format!("{}{path}", self.base_url))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let value = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("non-JSON answer {status}: {text}"));
+        (status, value)
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let response = self
             .http
@@ -323,14 +383,17 @@ impl Stack {
         answer["job_id"].as_str().unwrap().to_owned()
     }
 
-    /// Polls the job until it is completed or failed.
+    /// Polls the job until it is completed, failed or cancelled.
     pub async fn wait_terminal(&self, job_id: &str, within: Duration) -> Value {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let (status, body) = self.get(&format!("/api/v1/failover/jobs/{job_id}")).await;
             assert_eq!(status, 200, "{body}");
             let job = body["data"].clone();
-            if matches!(job["status"].as_str(), Some("completed" | "failed")) {
+            if matches!(
+                job["status"].as_str(),
+                Some("completed" | "failed" | "cancelled")
+            ) {
                 return job;
             }
             assert!(
@@ -339,6 +402,71 @@ impl Stack {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Polls the job until `ready` holds for it.
+    pub async fn wait_for(
+        &self,
+        job_id: &str,
+        within: Duration,
+        ready: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let (_, body) = self.get(&format!("/api/v1/failover/jobs/{job_id}")).await;
+            if ready(&body["data"]) {
+                return body["data"].clone();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "job {job_id} never reached the expected state: {:#}",
+                body["data"]
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// What the failover can change in the simulators: VMs, volumes with
+    /// their attachments, and LINSTOR snapshots.
+    pub fn footprint(&self) -> Value {
+        let cs = self.cloudstack_state();
+        let mut vms: Vec<Value> = cs["vms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| json!({"id": v["id"], "state": v["state"]}))
+            .collect();
+        vms.sort_by_key(|v| v["id"].to_string());
+        let mut volumes: Vec<Value> = cs["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| json!({"id": v["id"], "vm": v["virtualmachineid"], "deviceid": v["deviceid"], "type": v["type"]}))
+            .collect();
+        volumes.sort_by_key(|v| v["id"].to_string());
+        let mut snapshots: Vec<String> = self
+            .linstor
+            .state()
+            .resource_definitions
+            .iter()
+            .flat_map(|r| {
+                r.snapshots
+                    .iter()
+                    .map(move |s| format!("{}/{}", r.name, s.name))
+            })
+            .collect();
+        snapshots.sort();
+        json!({"vms": vms, "volumes": volumes, "snapshots": snapshots})
+    }
+
+    pub fn rollback_count(&self, rd: &str) -> usize {
+        self.linstor
+            .state()
+            .resource_definitions
+            .iter()
+            .find(|r| r.name.eq_ignore_ascii_case(rd))
+            .map(|r| r.rollback_count)
+            .unwrap_or_default()
     }
 
     pub fn cloudstack_state(&self) -> Value {
@@ -372,8 +500,10 @@ impl Stack {
             worker.cancel();
         }
         self.shutdown.cancel();
-        for gateway in self.gateways.drain(..) {
-            let _ = tokio::time::timeout(Duration::from_secs(10), gateway).await;
+        for (_, gateway) in self.gateways.drain(..) {
+            if let Some(gateway) = gateway {
+                let _ = tokio::time::timeout(Duration::from_secs(10), gateway).await;
+            }
         }
         self.pool.close().await;
         if let Ok(mut admin) = sqlx::PgConnection::connect(ADMIN_DB_URL).await {

@@ -70,6 +70,15 @@ pub(super) async fn run(exec: &Executors, ctx: &StepContext) -> StepResult {
             ),
         );
     };
+    // Where each replicated volume sits on the appliance now, so that an
+    // undo puts it back there. The volumes stay on the appliance until the
+    // volume step, so a retried creation records the same devices.
+    ctx.progress
+        .set(20, "recording the volumes' devices on the appliance");
+    let devices = match appliance_devices(exec, ctx, &placement.appliance_vm_id).await {
+        Ok(devices) => devices,
+        Err(e) => return e.into_failure(code, "listing the appliance VM's volumes"),
+    };
     let name = destination_vm_name(&vm.vm_name, &ctx.task.job_id, test);
     let display_name = if test {
         format!("{} (test failover)", vm.vm_name)
@@ -141,6 +150,7 @@ pub(super) async fn run(exec: &Executors, ctx: &StepContext) -> StepResult {
         ),
         (outputs::SERVICE_OFFERING_ID.to_owned(), offering.id.clone()),
     ]);
+    made.extend(devices);
     // The root disk the template gave the VM; the volume step replaces it
     // with the boot disk. Absent when an earlier attempt already swapped it.
     let boot_volume = vm
@@ -166,4 +176,56 @@ pub(super) async fn run(exec: &Executors, ctx: &StepContext) -> StepResult {
         message: format!("created VM {} ({})", created.name, created.id),
         outputs: made,
     }
+}
+
+/// `appliance_device:<disk_id>` = the device id of every disk volume that
+/// is attached to the appliance VM now; a disk whose volume is elsewhere
+/// keeps what an earlier step recorded, if anything.
+async fn appliance_devices(
+    exec: &Executors,
+    ctx: &StepContext,
+    appliance: &str,
+) -> Result<BTreeMap<String, String>, CloudStackError> {
+    let mut devices = BTreeMap::new();
+    let on_appliance = if appliance.is_empty() {
+        Vec::new()
+    } else {
+        match exec
+            .cloudstack
+            .list_volumes(&VolumeFilter {
+                virtual_machine_id: Some(appliance.to_owned()),
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(volumes) => volumes,
+            Err(e) if e.is_entity_not_found() => {
+                ctx.note(format!("the appliance VM {appliance} does not exist"));
+                Vec::new()
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    for disk in &ctx.vm().disks {
+        let key = outputs::appliance_device(&disk.disk_id);
+        let found = on_appliance
+            .iter()
+            .find(|v| v.id == disk.cloudstack_volume_id)
+            .and_then(|v| v.device_id);
+        match found {
+            Some(device) => {
+                ctx.note(format!(
+                    "volume {} ({}) is device {device} of the appliance",
+                    disk.cloudstack_volume_id, disk.disk_id
+                ));
+                devices.insert(key, device.to_string());
+            }
+            None => {
+                if let Some(previous) = ctx.output(&key) {
+                    devices.insert(key.clone(), previous.to_owned());
+                }
+            }
+        }
+    }
+    Ok(devices)
 }

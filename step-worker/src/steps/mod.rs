@@ -7,11 +7,13 @@ mod move_volumes;
 mod naming;
 mod snapshot;
 mod start_vm;
+mod undo;
 mod validation;
 mod virtio;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -193,6 +195,12 @@ pub mod outputs {
     pub fn snapshot(disk_id: &str) -> String {
         format!("snapshot:{disk_id}")
     }
+    /// `appliance_device:<disk_id>` = the device id the disk's volume had on
+    /// the appliance VM before the failover moved it (recorded by the
+    /// creation step), where the undo puts it back.
+    pub fn appliance_device(disk_id: &str) -> String {
+        format!("appliance_device:{disk_id}")
+    }
 }
 
 /// The clients every step uses.
@@ -201,6 +209,8 @@ pub struct Executors {
     pub cloudstack: CloudStackClient,
     pub linstor: LinstorClient,
     pub virt_customize: VirtCustomize,
+    /// How long an undo waits for a graceful VM stop before forcing it.
+    pub vm_stop_deadline: Duration,
 }
 
 impl Executors {
@@ -209,6 +219,7 @@ impl Executors {
             cloudstack: CloudStackClient::new(&settings.cloudstack)?,
             linstor: LinstorClient::new(&settings.linstor)?,
             virt_customize: VirtCustomize::new(&settings.virt_customize),
+            vm_stop_deadline: settings.worker.vm_stop_deadline,
         })
     }
 
@@ -222,6 +233,12 @@ impl Executors {
                 StepKind::CreateVm => create_vm::run(self, ctx).await,
                 StepKind::MoveVolumes => move_volumes::run(self, ctx).await,
                 StepKind::StartVm => start_vm::run(self, ctx).await,
+                StepKind::StopVm => undo::stop_vm::run(self, ctx).await,
+                StepKind::DetachVolumes => undo::detach::run(self, ctx).await,
+                StepKind::RollbackSnapshots => undo::rollback::run(self, ctx).await,
+                StepKind::ReattachVolumes => undo::reattach::run(self, ctx).await,
+                StepKind::DestroyVm => undo::destroy_vm::run(self, ctx).await,
+                StepKind::DeleteSnapshots => undo::delete_snapshots::run(self, ctx).await,
             }
         };
         tokio::select! {
