@@ -3,6 +3,7 @@
 //! by side; they cooperate only through Postgres.
 
 pub mod db;
+pub mod events;
 pub mod grpc;
 pub mod http;
 pub mod inventory;
@@ -47,6 +48,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let service = FailoverService::new(pool.clone(), settings.clone());
+    let job_events = events::JobEvents::default();
+    let events_task = tokio::spawn(job_events.clone().run(pool.clone(), shutdown.clone()));
 
     let relay = relay::OutboxRelay::new(
         pool.clone(),
@@ -88,14 +91,18 @@ pub async fn run(
         .add_service(StepCoordinationServer::new(
             grpc::StepCoordinationService::new(service.clone()),
         ))
-        .add_service(JobStatusServer::new(grpc::JobStatusService::new(service)))
+        .add_service(JobStatusServer::new(grpc::JobStatusService::new(
+            service,
+            job_events,
+            shutdown.clone(),
+        )))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), async move {
             grpc_shutdown.cancelled().await
         });
 
     let (rest, grpc) = tokio::join!(rest, grpc);
     shutdown.cancel();
-    let _ = tokio::join!(relay_task, timer_task, auto_cleanup_task, forget_task);
+    let _ = tokio::join!(relay_task, timer_task, auto_cleanup_task, forget_task, events_task);
     rest.context("REST server")?;
     grpc.context("gRPC server")?;
     Ok(())

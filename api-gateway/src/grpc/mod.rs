@@ -2,6 +2,7 @@
 
 mod coordination;
 mod status;
+mod watch;
 
 pub use coordination::StepCoordinationService;
 pub use status::JobStatusService;

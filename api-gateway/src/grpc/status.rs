@@ -1,13 +1,17 @@
 //! Job status for dashboards: by job id or correlation id, and lists with the
 //! REST filters.
 
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use failover_proto::v1 as pb;
 use failover_proto::v1::job_status_server::JobStatus;
 
-use super::{invalid, status};
+use super::{invalid, status, watch};
+use crate::events::JobEvents;
 use crate::http::jobs_filter;
 use crate::jobs::model::{JobDetail, JobRow, StepRow};
 use crate::jobs::service::FailoverService;
@@ -15,22 +19,41 @@ use crate::jobs::service::FailoverService;
 #[derive(Debug, Clone)]
 pub struct JobStatusService {
     service: FailoverService,
+    events: JobEvents,
+    shutdown: CancellationToken,
 }
 
 impl JobStatusService {
-    pub fn new(service: FailoverService) -> Self {
-        JobStatusService { service }
+    pub fn new(service: FailoverService, events: JobEvents, shutdown: CancellationToken) -> Self {
+        JobStatusService {
+            service,
+            events,
+            shutdown,
+        }
+    }
+
+    async fn resolve(&self, key: Option<pb::get_job_request::Key>) -> Result<JobDetail, Status> {
+        match key {
+            Some(pb::get_job_request::Key::JobId(id)) => self.service.get_job(&id).await,
+            Some(pb::get_job_request::Key::CorrelationId(id)) => {
+                let id = Uuid::parse_str(&id)
+                    .map_err(|_| invalid(format!("correlation_id {id:?} is not a UUID")))?;
+                self.service.get_job_by_correlation(id).await
+            }
+            None => return Err(invalid("job_id or correlation_id must be set")),
+        }
+        .map_err(status)
     }
 }
 
-fn timestamp(t: Option<chrono::DateTime<chrono::Utc>>) -> Option<prost_types::Timestamp> {
+pub(super) fn timestamp(t: Option<chrono::DateTime<chrono::Utc>>) -> Option<prost_types::Timestamp> {
     t.map(|t| prost_types::Timestamp {
         seconds: t.timestamp(),
         nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
     })
 }
 
-fn job(row: &JobRow, steps: &[StepRow]) -> pb::Job {
+pub(super) fn job_message(row: &JobRow, steps: &[StepRow]) -> pb::Job {
     pb::Job {
         job_id: row.job_id.clone(),
         correlation_id: row.correlation_id.to_string(),
@@ -64,7 +87,20 @@ fn job(row: &JobRow, steps: &[StepRow]) -> pb::Job {
 }
 
 fn detail(d: &JobDetail) -> pb::Job {
-    job(&d.job, &d.steps)
+    job_message(&d.job, &d.steps)
+}
+
+fn list_filter(req: pb::ListJobsRequest) -> Result<crate::jobs::store::JobFilter, Status> {
+    let non_empty = |s: String| (!s.is_empty()).then_some(s);
+    jobs_filter(
+        non_empty(req.status),
+        non_empty(req.job_type),
+        non_empty(req.vm_id),
+        non_empty(req.correlation_id),
+        (req.limit > 0).then_some(i64::from(req.limit)),
+        Some(i64::from(req.offset)),
+    )
+    .map_err(|e| invalid(e.message))
 }
 
 #[tonic::async_trait]
@@ -73,37 +109,54 @@ impl JobStatus for JobStatusService {
         &self,
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
-        let found = match request.into_inner().key {
-            Some(pb::get_job_request::Key::JobId(id)) => self.service.get_job(&id).await,
-            Some(pb::get_job_request::Key::CorrelationId(id)) => {
-                let id = Uuid::parse_str(&id)
-                    .map_err(|_| invalid(format!("correlation_id {id:?} is not a UUID")))?;
-                self.service.get_job_by_correlation(id).await
-            }
-            None => return Err(invalid("job_id or correlation_id must be set")),
-        }
-        .map_err(status)?;
+        let found = self.resolve(request.into_inner().key).await?;
         Ok(Response::new(detail(&found)))
+    }
+
+    type WatchJobStream = ReceiverStream<Result<pb::JobEvent, Status>>;
+
+    async fn watch_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<Self::WatchJobStream>, Status> {
+        let found = self.resolve(request.into_inner().key).await?;
+        let (tx, rx) = mpsc::channel(watch::BUFFER);
+        tokio::spawn(watch::watch_job(
+            self.service.clone(),
+            self.events.clone(),
+            found.job.job_id,
+            tx,
+            self.shutdown.clone(),
+        ));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    type WatchJobsStream = ReceiverStream<Result<pb::JobEvent, Status>>;
+
+    async fn watch_jobs(
+        &self,
+        request: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<Self::WatchJobsStream>, Status> {
+        let filter = list_filter(request.into_inner())?;
+        let (tx, rx) = mpsc::channel(watch::BUFFER);
+        tokio::spawn(watch::watch_jobs(
+            self.service.clone(),
+            self.events.clone(),
+            filter,
+            tx,
+            self.shutdown.clone(),
+        ));
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     async fn list_jobs(
         &self,
         request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
-        let req = request.into_inner();
-        let non_empty = |s: String| (!s.is_empty()).then_some(s);
-        let filter = jobs_filter(
-            non_empty(req.status),
-            non_empty(req.job_type),
-            non_empty(req.vm_id),
-            non_empty(req.correlation_id),
-            (req.limit > 0).then_some(i64::from(req.limit)),
-            Some(i64::from(req.offset)),
-        )
-        .map_err(|e| invalid(e.message))?;
+        let filter = list_filter(request.into_inner())?;
         let (rows, total) = self.service.list_jobs(&filter).await.map_err(status)?;
         Ok(Response::new(pb::ListJobsResponse {
-            jobs: rows.iter().map(|r| job(r, &[])).collect(),
+            jobs: rows.iter().map(|r| job_message(r, &[])).collect(),
             total: u64::try_from(total).unwrap_or_default(),
         }))
     }

@@ -912,6 +912,7 @@ impl FailoverService {
             )
             .await?;
         }
+        store::notify_changed(tx, &job.job_id).await?;
         let mut released = job.holds_vm && !holds_vm;
         if status_changed && transition.job_status == JobStatus::Completed {
             match job_type {

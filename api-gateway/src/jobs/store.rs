@@ -352,6 +352,13 @@ pub async fn renew_lease(
     .bind(message)
     .fetch_optional(pool)
     .await?;
+    if renewed.is_some() {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(crate::events::JOB_EVENTS_CHANNEL)
+            .bind(job_id)
+            .execute(pool)
+            .await?;
+    }
     Ok(match renewed {
         Some((cancel,)) => (true, cancel),
         None => (false, false),
@@ -533,6 +540,53 @@ pub async fn get_job(pool: &PgPool, job_id: &str) -> Result<Option<JobDetail>, S
     .fetch_all(pool)
     .await?;
     Ok(Some(JobDetail { job, steps }))
+}
+
+/// Tells every replica's watchers that the job changed (sent at commit).
+pub async fn notify_changed(tx: &mut PgConnection, job_id: &str) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(crate::events::JOB_EVENTS_CHANNEL)
+        .bind(job_id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// One recorded change of a job, from the audit trail.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TrackingRow {
+    pub id: i64,
+    pub operation: String,
+    pub status: String,
+    pub error_message: Option<String>,
+    pub details: Option<serde_json::Value>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The job's recorded changes after `after_id`, in order.
+pub async fn tracking_since(
+    pool: &PgPool,
+    job_id: &str,
+    after_id: i64,
+) -> Result<Vec<TrackingRow>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT id, operation, status, error_message, details, created_at FROM job_tracking
+         WHERE job_id = $1 AND id > $2 ORDER BY id",
+    )
+    .bind(job_id)
+    .bind(after_id)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// The id of the job's latest recorded change.
+pub async fn last_tracking_id(pool: &PgPool, job_id: &str) -> Result<i64, StoreError> {
+    let (id,): (Option<i64>,) =
+        sqlx::query_as("SELECT max(id) FROM job_tracking WHERE job_id = $1")
+            .bind(job_id)
+            .fetch_one(pool)
+            .await?;
+    Ok(id.unwrap_or(0))
 }
 
 /// A job row within a transaction.
