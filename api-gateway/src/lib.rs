@@ -5,9 +5,11 @@
 pub mod db;
 pub mod events;
 pub mod grpc;
+pub mod health;
 pub mod http;
 pub mod inventory;
 pub mod jobs;
+pub mod metrics;
 pub mod relay;
 pub mod timers;
 
@@ -47,7 +49,9 @@ pub async fn run(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let service = FailoverService::new(pool.clone(), settings.clone());
+    let metrics = metrics::GatewayMetrics::new();
+    let service =
+        FailoverService::new(pool.clone(), settings.clone()).with_metrics(metrics.clone());
     let job_events = events::JobEvents::default();
     let events_task = tokio::spawn(job_events.clone().run(pool.clone(), shutdown.clone()));
 
@@ -56,8 +60,23 @@ pub async fn run(
         settings.amqp.url.clone(),
         StepTopology::new(&settings.amqp),
         settings.gateway.timer_interval,
-    );
+    )
+    .with_metrics(metrics.clone());
     let relay_task = tokio::spawn(relay.run(shutdown.clone()));
+    let outbox_sampler_task = tokio::spawn(timers::run_outbox_sampler(
+        pool.clone(),
+        metrics.clone(),
+        settings.gateway.timer_interval,
+        shutdown.clone(),
+    ));
+    let readiness = health::Readiness::new(pool.clone(), metrics.clone());
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let health_task = tokio::spawn(health::report_grpc_health(
+        readiness.clone(),
+        health_reporter,
+        settings.gateway.timer_interval,
+        shutdown.clone(),
+    ));
     let timer_task = tokio::spawn(timers::run_lease_expiry(
         service.clone(),
         settings.gateway.timer_interval,
@@ -69,7 +88,9 @@ pub async fn run(
         settings.gateway.timer_interval,
         shutdown.clone(),
     ));
-    let limits = Arc::new(http::rate_limit::RateLimits::new(&settings.gateway));
+    let limits = Arc::new(
+        http::rate_limit::RateLimits::new(&settings.gateway).with_metrics(metrics.clone()),
+    );
     let forget_task = tokio::spawn(timers::run_rate_limit_upkeep(
         limits.clone(),
         shutdown.clone(),
@@ -78,6 +99,8 @@ pub async fn run(
         service: service.clone(),
         settings: settings.clone(),
         limits,
+        metrics,
+        readiness,
     });
     let rest_shutdown = shutdown.clone();
     let rest = axum::serve(
@@ -88,6 +111,7 @@ pub async fn run(
 
     let grpc_shutdown = shutdown.clone();
     let grpc = tonic::transport::Server::builder()
+        .add_service(health_service)
         .add_service(StepCoordinationServer::new(
             grpc::StepCoordinationService::new(service.clone()),
         ))
@@ -102,7 +126,15 @@ pub async fn run(
 
     let (rest, grpc) = tokio::join!(rest, grpc);
     shutdown.cancel();
-    let _ = tokio::join!(relay_task, timer_task, auto_cleanup_task, forget_task, events_task);
+    let _ = tokio::join!(
+        relay_task,
+        timer_task,
+        auto_cleanup_task,
+        forget_task,
+        events_task,
+        outbox_sampler_task,
+        health_task
+    );
     rest.context("REST server")?;
     grpc.context("gRPC server")?;
     Ok(())

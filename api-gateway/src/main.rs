@@ -39,7 +39,8 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Arc::new(Settings::load(cli.config.as_deref())?);
-    telemetry::init(&settings.log)?;
+    let telemetry =
+        telemetry::init_with_tracing(&settings.log, &settings.telemetry, "api-gateway")?;
     let pool = db::pool(&settings.database).context("database settings")?;
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());
@@ -47,6 +48,17 @@ async fn main() -> anyhow::Result<()> {
     if matches!(cli.command, Some(Command::Migrate)) {
         return migrate(&pool).await;
     }
+    let result = serve(settings, pool, shutdown).await;
+    // The last spans leave before the runtime does.
+    tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
+    result
+}
+
+async fn serve(
+    settings: Arc<Settings>,
+    pool: sqlx::PgPool,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     if settings.gateway.migrate_on_start {
         migrate_with_retry(&pool, &shutdown).await?;
     }

@@ -3,20 +3,30 @@
 //! number of gateway replicas relay without publishing a row twice; a crash
 //! between the broker's confirm and the commit can publish a row again, which
 //! the attempt-fenced claim absorbs.
+//!
+//! Each publish is a span in the trace of the transition that dispatched the
+//! step, and carries that span's context to the worker in the message's
+//! `traceparent` header. While connected, the relay also samples the depth
+//! of every step queue for the metrics.
 
 use std::time::Duration;
 
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{Instrument as _, debug, info, warn};
 use uuid::Uuid;
 
 use failover_core::pipeline::StepName;
 use failover_core::queue::{self, ConfirmedPublisher, OutgoingMessage, QueueError, StepTopology};
+use failover_core::telemetry::propagation;
 
 use crate::jobs::store::OUTBOX_CHANNEL;
+use crate::metrics::GatewayMetrics;
 
 const BATCH: i64 = 50;
 
@@ -34,9 +44,21 @@ pub struct OutboxRelay {
     amqp_url: SecretString,
     topology: StepTopology,
     poll_interval: Duration,
+    metrics: GatewayMetrics,
 }
 
-type OutboxRow = (i64, String, String, i32, Uuid, String, Vec<u8>);
+#[derive(Debug, sqlx::FromRow)]
+struct OutboxRow {
+    id: i64,
+    job_id: String,
+    step_name: String,
+    attempt: i32,
+    correlation_id: Uuid,
+    routing_key: String,
+    payload: Vec<u8>,
+    traceparent: Option<String>,
+    vm_id: Option<Uuid>,
+}
 
 impl OutboxRelay {
     pub fn new(
@@ -50,7 +72,14 @@ impl OutboxRelay {
             amqp_url,
             topology,
             poll_interval,
+            metrics: GatewayMetrics::default(),
         }
+    }
+
+    /// Reports publishes, the connection and the queue depths to `metrics`.
+    pub fn with_metrics(mut self, metrics: GatewayMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Relays until `shutdown`, reconnecting to the broker and the database
@@ -58,7 +87,9 @@ impl OutboxRelay {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut delay = Duration::from_millis(200);
         while !shutdown.is_cancelled() {
-            match self.session(&shutdown).await {
+            let result = self.session(&shutdown).await;
+            self.metrics.set_relay_connected(false);
+            match result {
                 Ok(()) => return,
                 Err(e) => {
                     warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "outbox relay interrupted")
@@ -82,8 +113,13 @@ impl OutboxRelay {
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(OUTBOX_CHANNEL).await?;
         info!("outbox relay connected");
+        self.metrics.set_relay_connected(true);
+        let mut depths = QueueDepths::new(self.poll_interval);
         loop {
             let published = self.publish_due(&publisher).await?;
+            depths
+                .sample_if_due(&connection, &self.topology, &self.metrics)
+                .await;
             if published as i64 == BATCH {
                 continue;
             }
@@ -102,36 +138,60 @@ impl OutboxRelay {
     async fn publish_due(&self, publisher: &ConfirmedPublisher) -> Result<usize, RelayError> {
         let mut tx = self.pool.begin().await?;
         let rows: Vec<OutboxRow> = sqlx::query_as(
-            "SELECT id, job_id, step_name, attempt, correlation_id, routing_key, payload FROM outbox
-             WHERE published_at IS NULL AND available_at <= now()
-             ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+            "SELECT o.id, o.job_id, o.step_name, o.attempt, o.correlation_id, o.routing_key,
+                    o.payload, o.traceparent, j.vm_id
+             FROM outbox o LEFT JOIN failover_jobs j ON j.job_id = o.job_id
+             WHERE o.published_at IS NULL AND o.available_at <= now()
+             ORDER BY o.id LIMIT $1 FOR UPDATE OF o SKIP LOCKED",
         )
         .bind(BATCH)
         .fetch_all(&mut *tx)
         .await?;
         let exchange = self.topology.exchange();
         let mut published = 0;
-        for (id, job_id, step_name, attempt, correlation_id, routing_key, payload) in &rows {
-            let message_id = format!("{job_id}/{step_name}/{attempt}");
+        for row in &rows {
+            let span = tracing::info_span!(
+                "outbox.publish",
+                otel.name = %format!("publish {}", row.routing_key),
+                otel.kind = "producer",
+                messaging.system = "rabbitmq",
+                messaging.destination.name = %exchange,
+                messaging.rabbitmq.destination.routing_key = %row.routing_key,
+                correlation_id = %row.correlation_id,
+                job_id = %row.job_id,
+                vm_id = row.vm_id.map(tracing::field::display),
+                step = %row.step_name,
+                attempt = row.attempt,
+            );
+            propagation::continue_stored(&span, row.traceparent.as_deref());
+            let message_id = format!("{}/{}/{}", row.job_id, row.step_name, row.attempt);
+            let mut headers = vec![
+                (
+                    queue::headers::CORRELATION_ID,
+                    row.correlation_id.to_string(),
+                ),
+                (queue::headers::JOB_ID, row.job_id.clone()),
+                (queue::headers::STEP, row.step_name.clone()),
+                (queue::headers::ATTEMPT, row.attempt.to_string()),
+            ];
+            headers.extend(propagation::headers(&span));
             let result = publisher
                 .publish(OutgoingMessage {
                     exchange: &exchange,
-                    routing_key,
-                    payload,
+                    routing_key: &row.routing_key,
+                    payload: &row.payload,
                     message_id: &message_id,
-                    headers: vec![
-                        (queue::headers::CORRELATION_ID, correlation_id.to_string()),
-                        (queue::headers::JOB_ID, job_id.clone()),
-                        (queue::headers::STEP, step_name.clone()),
-                        (queue::headers::ATTEMPT, attempt.to_string()),
-                    ],
+                    headers,
                 })
+                .instrument(span.clone())
                 .await;
             if let Err(e) = result {
+                self.metrics.publish_failed();
+                span.in_scope(|| warn!(error = %e, "step publish failed"));
                 sqlx::query(
                     "UPDATE outbox SET publish_attempts = publish_attempts + 1, last_error = $2 WHERE id = $1",
                 )
-                .bind(id)
+                .bind(row.id)
                 .bind(e.to_string())
                 .execute(&mut *tx)
                 .await?;
@@ -141,13 +201,76 @@ impl OutboxRelay {
             sqlx::query(
                 "UPDATE outbox SET published_at = now(), publish_attempts = publish_attempts + 1 WHERE id = $1",
             )
-            .bind(id)
+            .bind(row.id)
             .execute(&mut *tx)
             .await?;
-            debug!(job_id, step = %step_name, attempt, correlation_id = %correlation_id, "step published");
+            self.metrics.published(&row.step_name);
+            span.in_scope(|| debug!("step published"));
             published += 1;
         }
         tx.commit().await?;
         Ok(published)
+    }
+}
+
+/// Samples the ready messages of every step queue, at most once per
+/// interval, on a channel of its own (a failed passive declare closes the
+/// channel it ran on, never the publisher's).
+struct QueueDepths {
+    every: Duration,
+    next: Instant,
+    channel: Option<lapin::Channel>,
+}
+
+impl QueueDepths {
+    fn new(every: Duration) -> Self {
+        QueueDepths {
+            every,
+            next: Instant::now(),
+            channel: None,
+        }
+    }
+
+    async fn sample_if_due(
+        &mut self,
+        connection: &lapin::Connection,
+        topology: &StepTopology,
+        metrics: &GatewayMetrics,
+    ) {
+        if Instant::now() < self.next {
+            return;
+        }
+        self.next = Instant::now() + self.every;
+        if let Err(e) = self.sample(connection, topology, metrics).await {
+            debug!(error = %e, "queue depth sample failed");
+            self.channel = None;
+        }
+    }
+
+    async fn sample(
+        &mut self,
+        connection: &lapin::Connection,
+        topology: &StepTopology,
+        metrics: &GatewayMetrics,
+    ) -> Result<(), lapin::Error> {
+        let channel = match &self.channel {
+            Some(channel) if channel.status().connected() => channel.clone(),
+            _ => {
+                let channel = connection.create_channel().await?;
+                self.channel = Some(channel.clone());
+                channel
+            }
+        };
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        for step in StepName::ALL {
+            let declared = channel
+                .queue_declare(topology.queue(step).into(), passive, FieldTable::default())
+                .await?;
+            metrics.set_queue_depth(step.as_str(), declared.message_count());
+        }
+        Ok(())
     }
 }

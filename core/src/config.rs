@@ -24,6 +24,10 @@ pub const ENV_PREFIX: &str = "FAILOVER_";
 /// Environment variable naming an optional configuration file.
 pub const CONFIG_FILE_ENV: &str = "FAILOVER_CONFIG";
 
+/// The standard OpenTelemetry variables honoured as `telemetry.*` settings.
+pub const OTEL_ENDPOINT_ENV: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+pub const OTEL_SERVICE_NAME_ENV: &str = "OTEL_SERVICE_NAME";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration file {path} does not exist")]
@@ -45,6 +49,7 @@ pub struct Settings {
     pub cloudstack: CloudStackSettings,
     pub linstor: LinstorSettings,
     pub virt_customize: VirtCustomizeSettings,
+    pub telemetry: TelemetrySettings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -58,6 +63,22 @@ pub enum LogFormat {
 pub struct LogSettings {
     pub format: LogFormat,
     pub level: String,
+}
+
+/// OpenTelemetry trace export. The standard `OTEL_EXPORTER_OTLP_ENDPOINT`
+/// and `OTEL_SERVICE_NAME` variables set the first two keys (the
+/// `FAILOVER_TELEMETRY__*` variables win over them).
+#[derive(Debug, Clone, Deserialize)]
+pub struct TelemetrySettings {
+    /// The OTLP/gRPC collector, `http://collector:4317`; `None` (empty):
+    /// no traces are exported.
+    #[serde(deserialize_with = "empty_string_is_none")]
+    pub otlp_endpoint: Option<String>,
+    /// Empty: the binary's name (`api-gateway`, `step-worker`).
+    pub service_name: String,
+    /// The share of new traces that are recorded, 0 to 1; a trace that
+    /// arrives sampled (an incoming `traceparent`) is always recorded.
+    pub sampling_ratio: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -113,6 +134,10 @@ pub struct WorkerSettings {
     /// How long a cleanup waits for a graceful VM stop before forcing it.
     #[serde(with = "humantime_serde")]
     pub vm_stop_deadline: Duration,
+    /// Where the worker serves `/metrics` and `/health/*`; `None` (empty)
+    /// for nowhere. Port 0 picks a free port.
+    #[serde(deserialize_with = "empty_addr_is_none")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -196,6 +221,18 @@ fn empty_string_is_none<'de, D: serde::Deserializer<'de>>(
     Ok(raw.filter(|s| !s.trim().is_empty()))
 }
 
+fn empty_addr_is_none<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    let raw = Option::<String>::deserialize(d)?;
+    match raw.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(text) => text.parse().map(Some).map_err(|e| {
+            serde::de::Error::custom(format!("{text:?} is not an address like 0.0.0.0:9102: {e}"))
+        }),
+    }
+}
+
 fn empty_path_is_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
     let raw = Option::<String>::deserialize(d)?;
     Ok(raw.filter(|s| !s.trim().is_empty()).map(PathBuf::from))
@@ -229,7 +266,22 @@ impl Settings {
             }
             figment = figment.merge(Toml::file(path));
         }
-        Ok(figment.merge(Env::prefixed(ENV_PREFIX).ignore(&["CONFIG"]).split("__")))
+        Ok(figment
+            .merge(Self::standard_otel_env())
+            .merge(Env::prefixed(ENV_PREFIX).ignore(&["CONFIG"]).split("__")))
+    }
+
+    /// The standard OpenTelemetry variables, as `telemetry.*` keys.
+    fn standard_otel_env() -> Env {
+        Env::raw()
+            .only(&[OTEL_ENDPOINT_ENV, OTEL_SERVICE_NAME_ENV])
+            .map(|key| {
+                if key == OTEL_ENDPOINT_ENV {
+                    "telemetry.otlp_endpoint".into()
+                } else {
+                    "telemetry.service_name".into()
+                }
+            })
     }
 
     pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
@@ -316,6 +368,16 @@ impl Settings {
             self.database.max_connections > 0,
             "database.max_connections must be positive",
         )?;
+        rule(
+            (0.0..=1.0).contains(&self.telemetry.sampling_ratio),
+            "telemetry.sampling_ratio must be between 0 and 1",
+        )?;
+        rule(
+            self.telemetry.otlp_endpoint.as_deref().is_none_or(|e| {
+                Url::parse(e).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+            }),
+            "telemetry.otlp_endpoint must be an http or https URL (the collector's OTLP/gRPC port)",
+        )?;
         Ok(())
     }
 }
@@ -371,6 +433,34 @@ mod tests {
             jail.set_env("FAILOVER_CONFIG", "alt.toml");
             let s = Settings::load(None).expect("valid");
             assert_eq!(s.cloudstack.api_key, "alt");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn telemetry_is_off_by_default_and_follows_the_standard_variables() {
+        Jail::expect_with(|jail| {
+            let s = Settings::load(None).expect("defaults are valid");
+            assert!(s.telemetry.otlp_endpoint.is_none());
+            assert_eq!(s.worker.metrics_listen.map(|a| a.port()), Some(9102));
+            jail.set_env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317");
+            jail.set_env("OTEL_SERVICE_NAME", "gateway-eu1");
+            jail.set_env("FAILOVER_WORKER__METRICS_LISTEN", "");
+            let s = Settings::load(None).expect("valid");
+            assert_eq!(
+                s.telemetry.otlp_endpoint.as_deref(),
+                Some("http://collector:4317")
+            );
+            assert_eq!(s.telemetry.service_name, "gateway-eu1");
+            assert!(s.worker.metrics_listen.is_none());
+            jail.set_env("FAILOVER_TELEMETRY__SERVICE_NAME", "from-failover-env");
+            jail.set_env("FAILOVER_TELEMETRY__SAMPLING_RATIO", "0.25");
+            let s = Settings::load(None).expect("valid");
+            assert_eq!(s.telemetry.service_name, "from-failover-env");
+            assert_eq!(s.telemetry.sampling_ratio, 0.25);
+            jail.set_env("FAILOVER_TELEMETRY__SAMPLING_RATIO", "2");
+            let err = Settings::load(None).expect_err("ratio above 1");
+            assert!(err.to_string().contains("sampling_ratio"), "{err}");
             Ok(())
         });
     }

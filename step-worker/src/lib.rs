@@ -6,11 +6,13 @@
 //! - [`linstor`]: the LINSTOR controller's REST v1 API;
 //! - [`virt_customize`]: VirtIO driver injection with libguestfs' virt-customize;
 //! - [`steps`]: one executor per step kind;
-//! - [`runtime`]: consume, claim, heartbeat, report.
+//! - [`runtime`]: consume, claim, heartbeat, report; metrics and health
+//!   over HTTP ([`metrics`]).
 
 pub mod cloudstack;
 pub mod http;
 pub mod linstor;
+pub mod metrics;
 pub mod preflight;
 pub mod runtime;
 pub mod steps;

@@ -37,7 +37,8 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Arc::new(Settings::load(cli.config.as_deref())?);
-    telemetry::init(&settings.log)?;
+    let telemetry =
+        telemetry::init_with_tracing(&settings.log, &settings.telemetry, "step-worker")?;
     if matches!(cli.command, Some(Command::Check)) {
         let checks = preflight::run(&settings).await;
         let mut ok = true;
@@ -64,5 +65,11 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!("shutting down");
         signal.cancel();
     });
-    runtime::run(settings, shutdown).await
+    let result = match runtime::Listeners::bind(&settings).await {
+        Ok(listeners) => runtime::serve(settings, listeners, shutdown).await,
+        Err(e) => Err(e),
+    };
+    // The last spans leave before the runtime does.
+    tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
+    result
 }

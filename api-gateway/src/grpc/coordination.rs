@@ -8,6 +8,7 @@ use tracing::Instrument;
 use failover_core::ErrorCode;
 use failover_core::orchestration::StepFailure;
 use failover_core::pipeline::StepName;
+use failover_core::telemetry::propagation;
 use failover_proto::v1 as pb;
 use failover_proto::v1::step_coordination_server::StepCoordination;
 
@@ -27,8 +28,11 @@ impl StepCoordinationService {
 
 /// The metadata key workers put the job's correlation id in.
 pub const CORRELATION_METADATA: &str = "x-correlation-id";
+/// The metadata key workers put the job's VM in.
+pub const VM_METADATA: &str = "x-vm-id";
 
-/// A span for one call, carrying the correlation id the worker sent.
+/// A server span for one call, in the trace the worker's `traceparent`
+/// metadata names, carrying the correlation id and VM the worker sent.
 fn call_span<T>(
     request: &Request<T>,
     call: &'static str,
@@ -36,20 +40,31 @@ fn call_span<T>(
     step: &str,
     attempt: u32,
 ) -> tracing::Span {
-    let correlation_id = request
-        .metadata()
-        .get(CORRELATION_METADATA)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    tracing::info_span!(
+    let metadata = |key: &str| {
+        request
+            .metadata()
+            .get(key)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let correlation_id = metadata(CORRELATION_METADATA).unwrap_or_default();
+    let span = tracing::info_span!(
         "step_coordination",
+        otel.name = %format!("failover.v1.StepCoordination/{call}"),
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.service = "failover.v1.StepCoordination",
+        rpc.method = call,
         call,
         correlation_id,
         job_id,
+        vm_id = metadata(VM_METADATA),
         step,
-        attempt
-    )
+        attempt,
+        worker_id = tracing::field::Empty,
+    );
+    propagation::continue_trace(&span, metadata);
+    span
 }
 
 fn step_name(name: &str) -> Result<StepName, Status> {
@@ -72,12 +87,13 @@ impl StepCoordination for StepCoordinationService {
     ) -> Result<Response<pb::ClaimStepResponse>, Status> {
         let span = call_span(
             &request,
-            "claim",
+            "ClaimStep",
             &request.get_ref().job_id,
             &request.get_ref().step_name,
             request.get_ref().attempt,
         );
         let req = request.into_inner();
+        span.record("worker_id", req.worker_id.as_str());
         let step = step_name(&req.step_name)?;
         let verdict = self
             .service
@@ -113,7 +129,15 @@ impl StepCoordination for StepCoordinationService {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let span = call_span(
+            &request,
+            "Heartbeat",
+            &request.get_ref().job_id,
+            &request.get_ref().step_name,
+            request.get_ref().attempt,
+        );
         let req = request.into_inner();
+        span.record("worker_id", req.worker_id.as_str());
         let step = step_name(&req.step_name)?;
         let message = (!req.message.is_empty()).then_some(req.message.as_str());
         let (held, cancel_requested) = self
@@ -126,6 +150,7 @@ impl StepCoordination for StepCoordinationService {
                 req.progress_percent.min(100),
                 message,
             )
+            .instrument(span)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::HeartbeatResponse {
@@ -141,12 +166,13 @@ impl StepCoordination for StepCoordinationService {
     ) -> Result<Response<pb::ReportStepResponse>, Status> {
         let span = call_span(
             &request,
-            "report",
+            "ReportStep",
             &request.get_ref().job_id,
             &request.get_ref().step_name,
             request.get_ref().attempt,
         );
         let req = request.into_inner();
+        span.record("worker_id", req.worker_id.as_str());
         let step = step_name(&req.step_name)?;
         let outcome = match req.outcome {
             Some(pb::report_step_request::Outcome::Succeeded(ok)) => StepOutcome::Succeeded {

@@ -46,7 +46,9 @@ impl JobStatusService {
     }
 }
 
-pub(super) fn timestamp(t: Option<chrono::DateTime<chrono::Utc>>) -> Option<prost_types::Timestamp> {
+pub(super) fn timestamp(
+    t: Option<chrono::DateTime<chrono::Utc>>,
+) -> Option<prost_types::Timestamp> {
     t.map(|t| prost_types::Timestamp {
         seconds: t.timestamp(),
         nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),

@@ -61,9 +61,16 @@ fn transition(detail: &JobDetail, row: &TrackingRow) -> pb::JobEvent {
         step_name,
         status: row.status.clone(),
         attempt: details["attempt"].as_u64().unwrap_or_default() as u32,
-        progress_percent: if row.status == "completed" { 100 } else { progress },
+        progress_percent: if row.status == "completed" {
+            100
+        } else {
+            progress
+        },
         message: details["message"].as_str().unwrap_or_default().to_owned(),
-        error_code: details["error_code"].as_str().unwrap_or_default().to_owned(),
+        error_code: details["error_code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
         error_message: row.error_message.clone().unwrap_or_default(),
         at: timestamp(Some(row.created_at)),
         job: Some(job),
@@ -254,5 +261,7 @@ fn matches_filter(detail: &JobDetail, filter: &JobFilter) -> bool {
     filter.status.as_ref().is_none_or(|s| &job.status == s)
         && filter.job_type.as_ref().is_none_or(|t| &job.job_type == t)
         && filter.vm_id.is_none_or(|v| job.vm_id == v)
-        && filter.correlation_id.is_none_or(|c| job.correlation_id == c)
+        && filter
+            .correlation_id
+            .is_none_or(|c| job.correlation_id == c)
 }

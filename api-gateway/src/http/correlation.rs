@@ -1,14 +1,18 @@
 //! Every request gets a correlation id: an incoming `X-Request-ID` that is a
 //! UUID is honoured, otherwise a new UUID v4. It is put in a tracing span
 //! around the request (so every log line carries it), returned as
-//! `X-Request-ID`, and filled into error envelopes.
+//! `X-Request-ID`, and filled into error envelopes. The span is the
+//! request's server span: an incoming W3C `traceparent` makes it part of the
+//! caller's trace, and a failover the request starts continues that trace.
 
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 use uuid::Uuid;
+
+use failover_core::telemetry::propagation;
 
 use super::error::ApiError;
 
@@ -25,12 +29,32 @@ pub async fn assign(mut req: Request, next: Next) -> Response {
         .and_then(|v| Uuid::parse_str(v.trim()).ok())
         .unwrap_or_else(Uuid::new_v4);
     req.extensions_mut().insert(CorrelationId(id));
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
     let span = tracing::info_span!(
         "request",
+        otel.name = %format!("{} {}", req.method(), route.as_deref().unwrap_or("unmatched")),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
         correlation_id = %id,
         method = %req.method(),
         path = %req.uri().path(),
+        http.request.method = %req.method(),
+        http.route = route,
+        url.path = %req.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+        job_id = tracing::field::Empty,
+        vm_id = tracing::field::Empty,
     );
+    let headers = req.headers();
+    propagation::continue_trace(&span, |name| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    });
     let mut response = next.run(req).instrument(span.clone()).await;
     // An error envelope built without the id (a rejection, a 404) gets it now.
     if let Some(err) = response.extensions().get::<ApiError>().cloned()
@@ -43,6 +67,10 @@ pub async fn assign(mut req: Request, next: Next) -> Response {
                 response.headers_mut().insert(name.clone(), value.clone());
             }
         }
+    }
+    span.record("http.response.status_code", response.status().as_u16());
+    if response.status().is_server_error() {
+        span.record("otel.status_code", "ERROR");
     }
     span.in_scope(|| {
         tracing::info!(status = response.status().as_u16(), "request finished");

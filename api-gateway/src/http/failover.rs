@@ -198,13 +198,9 @@ async fn start(
     raw: serde_json::Value,
 ) -> Result<Response, ApiError> {
     let endpoint = format!("/api/v1/failover/{job_type}");
-    let idempotency = idempotency::key(&headers, &endpoint, &raw)
-        .map_err(|e| e.with_correlation(correlation.0))?;
-    if let Some(key) = &idempotency
-        && let Some(replayed) = idempotency::replay(&state.service, key)
-            .await
-            .map_err(|e| e.with_correlation(correlation.0))?
-    {
+    let (idempotency, replayed) =
+        idempotency::check(&state.service, &headers, &endpoint, &raw, correlation.0).await?;
+    if let Some(replayed) = replayed {
         return Ok(replayed);
     }
     let body: FailoverRequest = serde_json::from_value(raw).map_err(|e| {
@@ -225,7 +221,12 @@ async fn start(
                 .with_correlation(correlation.0)
         })?;
     let accepted = match started {
-        Started::New(accepted) => accepted,
+        Started::New(accepted) => {
+            tracing::Span::current()
+                .record("job_id", accepted.job_id.as_str())
+                .record("vm_id", tracing::field::display(accepted.vm_id));
+            accepted
+        }
         Started::Replayed(stored) => {
             let key = idempotency.expect("a replay needs a key");
             return idempotency::stored_answer(&key, stored)

@@ -43,6 +43,25 @@ pub fn key(
     }))
 }
 
+/// The key of a request and, when the request was seen before, its stored
+/// answer; errors carry the correlation id.
+pub async fn check(
+    service: &FailoverService,
+    headers: &HeaderMap,
+    endpoint: &str,
+    body: &serde_json::Value,
+    correlation: uuid::Uuid,
+) -> Result<(Option<IdempotencyKey>, Option<Response>), ApiError> {
+    let key = key(headers, endpoint, body).map_err(|e| e.with_correlation(correlation))?;
+    let replayed = match &key {
+        Some(key) => replay(service, key)
+            .await
+            .map_err(|e| e.with_correlation(correlation))?,
+        None => None,
+    };
+    Ok((key, replayed))
+}
+
 /// The stored answer for `key`, if the request was seen before.
 pub async fn replay(
     service: &FailoverService,

@@ -25,13 +25,17 @@ use failover_core::{ErrorCode, Settings};
 pub use correlation::{CorrelationId, REQUEST_ID_HEADER};
 pub use error::ApiError;
 
+use crate::health::Readiness;
 use crate::jobs::service::FailoverService;
+use crate::metrics::GatewayMetrics;
 
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub service: FailoverService,
     pub settings: Arc<Settings>,
     pub limits: Arc<rate_limit::RateLimits>,
+    pub metrics: GatewayMetrics,
+    pub readiness: Readiness,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -64,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -90,17 +95,35 @@ async fn live() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
+/// Ready when Postgres answers and the outbox relay is connected to
+/// RabbitMQ; otherwise 503 naming what is missing.
 async fn ready(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
-    match sqlx::query("SELECT 1").execute(state.service.pool()).await {
-        Ok(_) => (
-            StatusCode::OK,
-            Json(json!({"status": "ready", "database": "ok"})),
-        ),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable", "database": e.to_string()})),
-        ),
-    }
+    let report = state.readiness.check().await;
+    let status = if report.ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let part = |problem: &Option<String>| problem.clone().unwrap_or_else(|| "ok".to_owned());
+    (
+        status,
+        Json(json!({
+            "status": if report.ready() { "ready" } else { "unavailable" },
+            "database": part(&report.database),
+            "broker": part(&report.broker),
+        })),
+    )
+}
+
+/// Prometheus metrics.
+async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            failover_core::metrics::CONTENT_TYPE,
+        )],
+        state.metrics.render(),
+    )
 }
 
 /// The list filter of the REST query, shared with the gRPC status service.

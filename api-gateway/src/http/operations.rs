@@ -23,13 +23,15 @@ pub async fn cleanup(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let endpoint = format!("/api/v1/failover/jobs/{job_id}/cleanup");
-    let key = idempotency::key(&headers, &endpoint, &json!({}))
-        .map_err(|e| e.with_correlation(correlation.0))?;
-    if let Some(key) = &key
-        && let Some(replayed) = idempotency::replay(&state.service, key)
-            .await
-            .map_err(|e| e.with_correlation(correlation.0))?
-    {
+    let (key, replayed) = idempotency::check(
+        &state.service,
+        &headers,
+        &endpoint,
+        &json!({}),
+        correlation.0,
+    )
+    .await?;
+    if let Some(replayed) = replayed {
         return Ok(replayed);
     }
     let accepted = state
@@ -89,13 +91,15 @@ async fn operator(
     action: &str,
 ) -> Result<Response, ApiError> {
     let endpoint = format!("/api/v1/failover/jobs/{job_id}/{action}");
-    let key = idempotency::key(&headers, &endpoint, &json!({}))
-        .map_err(|e| e.with_correlation(correlation.0))?;
-    if let Some(key) = &key
-        && let Some(replayed) = idempotency::replay(&state.service, key)
-            .await
-            .map_err(|e| e.with_correlation(correlation.0))?
-    {
+    let (key, replayed) = idempotency::check(
+        &state.service,
+        &headers,
+        &endpoint,
+        &json!({}),
+        correlation.0,
+    )
+    .await?;
+    if let Some(replayed) = replayed {
         return Ok(replayed);
     }
     let outcome = match action {

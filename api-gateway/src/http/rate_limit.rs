@@ -20,12 +20,14 @@ use failover_core::ErrorCode;
 use failover_core::config::GatewaySettings;
 
 use super::error::ApiError;
+use crate::metrics::GatewayMetrics;
 
 #[derive(Debug)]
 pub struct RateLimits {
     writes: DefaultKeyedRateLimiter<IpAddr>,
     reads: DefaultKeyedRateLimiter<IpAddr>,
     trusted_proxies: Vec<IpAddr>,
+    metrics: GatewayMetrics,
 }
 
 fn quota(per_minute: u32, burst: u32) -> Quota {
@@ -47,7 +49,14 @@ impl RateLimits {
                 settings.read_rate_limit_burst,
             )),
             trusted_proxies: settings.trusted_proxies.clone(),
+            metrics: GatewayMetrics::default(),
         }
+    }
+
+    /// Counts refusals into `metrics`.
+    pub fn with_metrics(mut self, metrics: GatewayMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Forgets clients whose limits are back at their start, bounding memory.
@@ -83,7 +92,7 @@ pub async fn enforce(
     request: Request,
     next: Next,
 ) -> Response {
-    if request.uri().path().starts_with("/health/") {
+    if request.uri().path().starts_with("/health/") || request.uri().path() == "/metrics" {
         return next.run(request).await;
     }
     let forwarded = request
@@ -91,14 +100,12 @@ pub async fn enforce(
         .get("x-forwarded-for")
         .and_then(|v| v.to_str().ok());
     let client = limits.client(peer.ip(), forwarded);
-    let limiter = if is_write(request.method()) {
-        &limits.writes
-    } else {
-        &limits.reads
-    };
+    let write = is_write(request.method());
+    let limiter = if write { &limits.writes } else { &limits.reads };
     match limiter.check_key(&client) {
         Ok(()) => next.run(request).await,
         Err(not_until) => {
+            limits.metrics.rate_limited(write);
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             tracing::warn!(client = %client, retry_after_s = seconds, path = %request.uri().path(), "rate limit exceeded");

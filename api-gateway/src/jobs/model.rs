@@ -126,11 +126,14 @@ pub struct LockedJob {
     pub parent_job_id: Option<String>,
     pub auto_cleanup: bool,
     pub test_duration: Option<String>,
+    pub created_at: DateTime<Utc>,
+    /// The job's trace (W3C `traceparent`), when traces are exported.
+    pub traceparent: Option<String>,
 }
 
 pub const LOCKED_JOB_COLUMNS: &str = "job_id, correlation_id, vm_id, job_type, status, task_context, \
     outputs, started_at, rollback_on_failure, cancel_requested, holds_vm, error_code, \
-    error_message, error_step, parent_job_id, auto_cleanup, test_duration";
+    error_message, error_step, parent_job_id, auto_cleanup, test_duration, created_at, traceparent";
 
 impl LockedJob {
     pub fn context(&self) -> Result<TaskContext, StoreError> {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use prost::Message as _;
 use sqlx::{PgConnection, PgPool};
-use tracing::{info, warn};
+use tracing::{Instrument as _, info, warn};
 use uuid::Uuid;
 
 use failover_core::Settings;
@@ -18,12 +18,14 @@ use failover_core::orchestration::{
     self, Event, JobState, Refusal, RetryPolicy, StepFailure, Transition,
 };
 use failover_core::pipeline::{JobType, SkipFlags, StepName};
+use failover_core::telemetry::propagation;
 use failover_core::{JobStatus, StepStatus};
 
 use super::model::{JobDetail, JobRow, LockedJob, Placement, TaskContext};
 use super::store::{self, JobFilter, JobUpdate, NewJob, OutboxEntry, StepFacts, StoredResponse};
 use crate::db::StoreError;
 use crate::inventory::{self, REPLICATED};
+use crate::metrics::GatewayMetrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -117,6 +119,7 @@ pub struct FailoverService {
     pool: PgPool,
     settings: Arc<Settings>,
     policy: RetryPolicy,
+    metrics: GatewayMetrics,
 }
 
 /// Renders the stored answer of an accepted request.
@@ -133,7 +136,18 @@ impl FailoverService {
             pool,
             settings,
             policy,
+            metrics: GatewayMetrics::default(),
         }
+    }
+
+    /// Counts jobs, transitions and re-dispatches into `metrics`.
+    pub fn with_metrics(mut self, metrics: GatewayMetrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    pub fn metrics(&self) -> &GatewayMetrics {
+        &self.metrics
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -277,6 +291,8 @@ impl FailoverService {
                 parent_job_id: None,
                 outputs: serde_json::json!({}),
                 now: chrono::Utc::now(),
+                // The request's trace becomes the job's.
+                traceparent: propagation::traceparent(&tracing::Span::current()),
             },
         )
         .await?;
@@ -332,6 +348,7 @@ impl FailoverService {
             }
         }
         tx.commit().await.map_err(StoreError::from)?;
+        self.metrics.job_started(req.job_type.as_str());
         info!(job_id, correlation_id = %req.correlation_id, vm_id = %req.vm_id, job_type = %req.job_type, waiting_for = ?accepted.waiting_for, "failover accepted");
         Ok(Started::New(accepted))
     }
@@ -400,6 +417,7 @@ impl FailoverService {
             .cleanup_in(&mut tx, target_job_id, correlation_id, trigger)
             .await?;
         tx.commit().await.map_err(StoreError::from)?;
+        self.metrics.job_started(JobType::Cleanup.as_str());
         Ok(accepted)
     }
 
@@ -476,6 +494,7 @@ impl FailoverService {
                 parent_job_id: Some(target_job_id),
                 outputs: locked.outputs.clone(),
                 now: chrono::Utc::now(),
+                traceparent: propagation::traceparent(&tracing::Span::current()),
             },
         )
         .await?;
@@ -523,12 +542,24 @@ impl FailoverService {
         let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
         let due = store::due_auto_cleanups(&mut tx, 10).await?;
         for job_id in &due {
+            let correlation_id = Uuid::new_v4();
+            // Each cleanup the timer starts is the root of a trace of its own.
+            let span = tracing::info_span!(
+                parent: None,
+                "auto_cleanup",
+                correlation_id = %correlation_id,
+                test_job_id = %job_id,
+            );
             let accepted = self
-                .cleanup_in(&mut tx, job_id, Uuid::new_v4(), "auto_cleanup")
+                .cleanup_in(&mut tx, job_id, correlation_id, "auto_cleanup")
+                .instrument(span.clone())
                 .await?;
-            info!(test_job_id = %job_id, cleanup_job_id = %accepted.job_id, "auto-cleanup started");
+            span.in_scope(|| info!(test_job_id = %job_id, cleanup_job_id = %accepted.job_id, "auto-cleanup started"));
         }
         tx.commit().await.map_err(StoreError::from)?;
+        for _ in &due {
+            self.metrics.job_started(JobType::Cleanup.as_str());
+        }
         Ok(due.len())
     }
 
@@ -776,27 +807,52 @@ impl FailoverService {
         let (job, steps) = store::lock_job(tx, job_id)
             .await?
             .ok_or(StoreError::Vanished)?;
-        let state = job.state(&steps)?;
-        let transition = match orchestration::apply(&state, &event, &self.policy) {
-            Ok(t) => t,
-            Err(refusal) => return Ok(Err(refusal)),
-        };
-        if let Event::LeaseExpired { step, attempt } = &event {
-            warn!(job_id, correlation_id = %job.correlation_id, step = %step, attempt, "step lease expired");
-        }
-        info!(
-            job_id,
+        // One span per transition, in the job's trace whoever caused it.
+        let span = tracing::info_span!(
+            "job.transition",
+            otel.name = %format!("transition {}", event.name()),
             correlation_id = %job.correlation_id,
+            job_id,
+            vm_id = %job.vm_id,
+            job_type = %job.job_type,
             step = event.step().map(StepName::as_str),
             attempt = event.attempt(),
             event = event.name(),
             worker_id = reporter,
-            job_status = transition.job_status.as_str(),
-            "job event applied"
+            job_status = tracing::field::Empty,
+            refusal = tracing::field::Empty,
         );
-        self.persist(tx, &job, &transition, Some(&event), &outputs, facts)
-            .await?;
-        Ok(Ok(transition.job_status))
+        propagation::join_trace(&span, job.traceparent.as_deref());
+        async {
+            let state = job.state(&steps)?;
+            let transition = match orchestration::apply(&state, &event, &self.policy) {
+                Ok(t) => t,
+                Err(refusal) => {
+                    tracing::Span::current().record("refusal", refusal.to_string());
+                    return Ok(Err(refusal));
+                }
+            };
+            tracing::Span::current().record("job_status", transition.job_status.as_str());
+            if let Event::LeaseExpired { step, attempt } = &event {
+                self.metrics.lease_expired(step.as_str());
+                warn!(job_id, correlation_id = %job.correlation_id, step = %step, attempt, "step lease expired");
+            }
+            info!(
+                job_id,
+                correlation_id = %job.correlation_id,
+                step = event.step().map(StepName::as_str),
+                attempt = event.attempt(),
+                event = event.name(),
+                worker_id = reporter,
+                job_status = transition.job_status.as_str(),
+                "job event applied"
+            );
+            self.persist(tx, &job, &transition, Some(&event), &outputs, facts)
+                .await?;
+            Ok(Ok(transition.job_status))
+        }
+        .instrument(span)
+        .await
     }
 
     async fn persist(
@@ -896,7 +952,14 @@ impl FailoverService {
             )
             .await?;
         }
+        // The dispatches continue the trace of the transition that made them.
+        let traceparent =
+            propagation::traceparent(&tracing::Span::current()).or_else(|| job.traceparent.clone());
         for dispatch in &transition.dispatch {
+            if dispatch.attempt > 1 {
+                self.metrics
+                    .step_redispatched(dispatch.step.as_str(), event.map_or("start", Event::name));
+            }
             let task = job.task(dispatch.step, dispatch.attempt, &outputs)?;
             store::enqueue(
                 tx,
@@ -908,6 +971,7 @@ impl FailoverService {
                     routing_key: dispatch.step.as_str(),
                     payload: task.encode_to_vec(),
                     delay: dispatch.delay,
+                    traceparent: traceparent.clone(),
                 },
             )
             .await?;
@@ -927,6 +991,12 @@ impl FailoverService {
             }
         }
         if transition.job_status.is_terminal() && status_changed {
+            let seconds = (chrono::Utc::now() - job.created_at).as_seconds_f64();
+            self.metrics
+                .job_finished(&job.job_type, transition.job_status.as_str(), seconds);
+            if let Some(failure) = state.failure.as_ref().filter(|_| transition.job_status == JobStatus::Failed) {
+                self.metrics.job_failed(&job.job_type, failure.code.as_str());
+            }
             info!(job_id = %job.job_id, correlation_id = %job.correlation_id, status = transition.job_status.as_str(), holds_vm, "job finished");
         }
         if released {

@@ -44,6 +44,8 @@ pub struct NewJob<'a> {
     /// Outputs inherited from the parent job (a cleanup acts on them).
     pub outputs: serde_json::Value,
     pub now: DateTime<Utc>,
+    /// The W3C trace context every span of the job belongs to.
+    pub traceparent: Option<String>,
 }
 
 /// Inserts the job under `<prefix>-<vm_id>-<unix seconds>`. Two requests for
@@ -67,8 +69,8 @@ pub async fn insert_job(tx: &mut PgConnection, job: &NewJob<'_>) -> Result<Strin
                source_vm_spec, network_mappings, task_context, skip_validation, skip_snapshot,
                skip_virtio_injection, auto_cleanup, test_duration, custom_config,
                notification_config, linstor_snapshot_name, created_at, updated_at,
-               rollback_on_failure, parent_job_id, outputs)
-             VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17, $18, $19, $20)
+               rollback_on_failure, parent_job_id, outputs, traceparent)
+             VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17, $18, $19, $20, $21)
              ON CONFLICT (job_id) DO NOTHING",
         )
         .bind(&job_id)
@@ -91,6 +93,7 @@ pub async fn insert_job(tx: &mut PgConnection, job: &NewJob<'_>) -> Result<Strin
         .bind(job.rollback_on_failure)
         .bind(job.parent_job_id)
         .bind(&job.outputs)
+        .bind(&job.traceparent)
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() == 1 {
@@ -151,13 +154,15 @@ pub struct OutboxEntry<'a> {
     pub routing_key: &'a str,
     pub payload: Vec<u8>,
     pub delay: Duration,
+    /// The trace context of the transition that dispatched the step.
+    pub traceparent: Option<String>,
 }
 
 pub async fn enqueue(tx: &mut PgConnection, entry: OutboxEntry<'_>) -> Result<(), StoreError> {
     let delay_ms = i64::try_from(entry.delay.as_millis()).unwrap_or(i64::MAX);
     sqlx::query(
-        "INSERT INTO outbox (job_id, step_name, attempt, correlation_id, routing_key, payload, available_at)
-         VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7::double precision / 1000))",
+        "INSERT INTO outbox (job_id, step_name, attempt, correlation_id, routing_key, payload, available_at, traceparent)
+         VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7::double precision / 1000), $8)",
     )
     .bind(entry.job_id)
     .bind(entry.step_name)
@@ -166,6 +171,7 @@ pub async fn enqueue(tx: &mut PgConnection, entry: OutboxEntry<'_>) -> Result<()
     .bind(entry.routing_key)
     .bind(entry.payload)
     .bind(delay_ms)
+    .bind(entry.traceparent)
     .execute(&mut *tx)
     .await?;
     sqlx::query("SELECT pg_notify($1, '')")

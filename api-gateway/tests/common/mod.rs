@@ -120,6 +120,8 @@ impl Stack {
         settings.worker.gateway_url = format!("http://{grpc_addr}").parse().unwrap();
         settings.worker.heartbeat_interval = Duration::from_millis(500);
         settings.worker.shutdown_grace = Duration::from_secs(5);
+        // Several workers share this host: each status listener on a port of its own.
+        settings.worker.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
         // Tests send many requests from one address; the limits have their own test.
         settings.gateway.rate_limit_per_minute = 60_000;
         settings.gateway.rate_limit_burst = 10_000;
@@ -217,6 +219,11 @@ impl Stack {
         base
     }
 
+    /// The gRPC URL of gateway replica `index`.
+    pub fn grpc_url_of(&self, index: usize) -> String {
+        format!("http://{}", self.gateway_addrs[index].1)
+    }
+
     /// Stops gateway replica `index` (its REST and gRPC listeners close).
     pub async fn stop_gateway(&mut self, index: usize) {
         let (token, handle) = &mut self.gateways[index];
@@ -233,6 +240,26 @@ impl Stack {
         settings.worker.worker_id = format!("test-worker-{}", self.workers.len() + 1);
         tokio::spawn(step_worker::runtime::run(Arc::new(settings), token.clone()));
         self.workers.push(token);
+    }
+
+    /// Starts an in-process worker whose settings `adjust` changes first;
+    /// returns the address of its `/metrics` and `/health` listener.
+    pub async fn start_worker_with(&mut self, adjust: impl FnOnce(&mut Settings)) -> SocketAddr {
+        let token = CancellationToken::new();
+        let mut settings = (*self.settings).clone();
+        settings.worker.worker_id = format!("test-worker-{}", self.workers.len() + 1);
+        adjust(&mut settings);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(step_worker::runtime::serve(
+            Arc::new(settings),
+            step_worker::runtime::Listeners {
+                status: Some(listener),
+            },
+            token.clone(),
+        ));
+        self.workers.push(token);
+        addr
     }
 
     /// The environment that points a worker process at this stack.
@@ -270,6 +297,10 @@ impl Stack {
                 s.virt_customize.virtio_win_path.display().to_string(),
             ),
             ("FAILOVER_LOG__LEVEL".into(), "info".into()),
+            (
+                "FAILOVER_WORKER__METRICS_LISTEN".into(),
+                "127.0.0.1:0".into(),
+            ),
         ]
     }
 

@@ -6,12 +6,15 @@ use std::time::{Duration, Instant};
 use backon::{BackoffBuilder, ExponentialBackoff};
 use chrono::Utc;
 use failover_core::config::CloudStackSettings;
+use failover_core::telemetry::propagation;
 use serde_json::Value;
+use tracing::Instrument as _;
 use url::Url;
 
 use super::error::CloudStackError;
 use super::wire::{Params, Signer, decode_response};
 use crate::http::{backoff, build_client};
+use crate::metrics::CallMetrics;
 
 /// Requests longer than this go as a POST form instead of a GET query.
 const MAX_QUERY_LEN: usize = 4000;
@@ -40,6 +43,7 @@ pub struct CloudStackClient {
     endpoint: Url,
     signer: Signer,
     pub(crate) timings: Timings,
+    calls: CallMetrics,
 }
 
 impl fmt::Debug for CloudStackClient {
@@ -68,7 +72,14 @@ impl CloudStackClient {
                 async_poll_max: settings.async_poll_max.max(settings.async_poll_initial),
                 async_job_deadline: settings.async_job_deadline,
             },
+            calls: CallMetrics::default(),
         })
+    }
+
+    /// Records every request's latency and failures into `calls`.
+    pub fn with_call_metrics(mut self, calls: CallMetrics) -> Self {
+        self.calls = calls;
+        self
     }
 
     /// The API endpoint, `http(s)://HOST:8080/client/api`.
@@ -128,19 +139,60 @@ impl CloudStackClient {
         .build()
     }
 
-    /// One signed request, no retry. The URL (with the API key and the
-    /// signature) is never logged.
+    /// One signed request, no retry, as a client span in the current trace
+    /// whose context goes along in the `traceparent` header. The URL (with
+    /// the API key and the signature) is never logged.
     pub(crate) async fn send_once(
         &self,
         command: &str,
         params: &Params,
     ) -> Result<Value, CloudStackError> {
+        let span = tracing::info_span!(
+            "cloudstack.call",
+            otel.name = %format!("cloudstack {command}"),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            peer.service = "cloudstack",
+            cloudstack.command = command,
+            http.request.method = tracing::field::Empty,
+            server.address = self.endpoint.host_str(),
+            url.path = self.endpoint.path(),
+            http.response.status_code = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        let answer = self
+            .exchange(command, params, &span)
+            .instrument(span.clone())
+            .await;
+        let error_kind = match &answer {
+            Ok((status, _)) => CallMetrics::status_kind(*status),
+            Err(CloudStackError::Timeout { .. }) => Some("timeout"),
+            Err(_) => Some("transport"),
+        };
+        self.calls
+            .observe("cloudstack", command, started.elapsed(), error_kind);
+        if error_kind.is_some() {
+            span.record("otel.status_code", "ERROR");
+        }
+        let (status, body) = answer?;
+        decode_response(command, status, &body)
+    }
+
+    /// The request itself: the answer's HTTP status and body.
+    async fn exchange(
+        &self,
+        command: &str,
+        params: &Params,
+        span: &tracing::Span,
+    ) -> Result<(u16, Vec<u8>), CloudStackError> {
         let expires = Utc::now()
             + chrono::Duration::from_std(self.timings.signature_lifetime)
                 .unwrap_or_else(|_| chrono::Duration::minutes(5));
         let query = self.signer.signed_query(command, params, expires);
         let started = Instant::now();
-        let request = if query.len() > MAX_QUERY_LEN {
+        let post = query.len() > MAX_QUERY_LEN;
+        span.record("http.request.method", if post { "POST" } else { "GET" });
+        let mut request = if post {
             self.http
                 .post(self.endpoint.clone())
                 .header(
@@ -153,11 +205,14 @@ impl CloudStackClient {
             url.set_query(Some(&query));
             self.http.get(url)
         };
+        for (name, value) in propagation::headers(span) {
+            request = request.header(name, value);
+        }
         let outcome = async {
             let response = request.send().await?;
             let status = response.status().as_u16();
             let body = response.bytes().await?;
-            Ok::<_, reqwest::Error>((status, body))
+            Ok::<_, reqwest::Error>((status, body.to_vec()))
         }
         .await;
         let elapsed_ms = started.elapsed().as_millis() as u64;
@@ -183,7 +238,8 @@ impl CloudStackClient {
                 });
             }
         };
+        span.record("http.response.status_code", status);
         tracing::debug!(command, status, elapsed_ms, "cloudstack call");
-        decode_response(command, status, &body)
+        Ok((status, body))
     }
 }

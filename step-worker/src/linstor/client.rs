@@ -7,10 +7,12 @@ use std::time::{Duration, Instant};
 
 use backon::Retryable;
 use failover_core::config::LinstorSettings;
+use failover_core::telemetry::propagation;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
 use reqwest::{Method, StatusCode};
 use secrecy::ExposeSecret;
 use serde::de::DeserializeOwned;
+use tracing::Instrument as _;
 use url::Url;
 
 use super::api_call_rc::{ApiCallRc, ApiErrorKind};
@@ -20,6 +22,7 @@ use super::model::{
 };
 use super::names::{NameKind, validate_name};
 use crate::http::{backoff, build_client};
+use crate::metrics::CallMetrics;
 
 const BODY_SNIPPET: usize = 512;
 
@@ -34,6 +37,7 @@ pub struct LinstorClient {
     retry_initial: Duration,
     retry_max: Duration,
     max_retries: u32,
+    calls: CallMetrics,
 }
 
 impl fmt::Debug for LinstorClient {
@@ -84,7 +88,14 @@ impl LinstorClient {
             retry_initial: settings.retry_initial_backoff,
             retry_max: settings.retry_max_backoff,
             max_retries: settings.max_retries,
+            calls: CallMetrics::default(),
         })
+    }
+
+    /// Records every request's latency and failures into `calls`.
+    pub fn with_call_metrics(mut self, calls: CallMetrics) -> Self {
+        self.calls = calls;
+        self
     }
 
     /// The controller's REST base URL.
@@ -95,7 +106,7 @@ impl LinstorClient {
     /// `GET /v1/controller/version`.
     pub async fn controller_version(&self) -> Result<ControllerVersion, LinstorError> {
         self.retrying("controller-version", || {
-            self.fetch(&["controller", "version"], &[])
+            self.fetch("controller-version", &["controller", "version"], &[])
         })
         .await
     }
@@ -104,6 +115,7 @@ impl LinstorClient {
     pub async fn list_resource_definitions(&self) -> Result<Vec<ResourceDefinition>, LinstorError> {
         self.retrying("resource-definition-list", || {
             self.fetch(
+                "resource-definition-list",
                 &["resource-definitions"],
                 &[("with_volume_definitions", "true")],
             )
@@ -119,8 +131,10 @@ impl LinstorClient {
     ) -> Result<ResourceDefinition, LinstorError> {
         validate_name(NameKind::ResourceDefinition, rd)?;
         let segments = ["resource-definitions", rd];
-        self.retrying("resource-definition-get", || self.fetch(&segments, &[]))
-            .await
+        self.retrying("resource-definition-get", || {
+            self.fetch("resource-definition-get", &segments, &[])
+        })
+        .await
     }
 
     /// `GET /v1/resource-definitions/{rd}/snapshots/{snap}`.
@@ -135,8 +149,10 @@ impl LinstorClient {
     pub async fn list_snapshots(&self, rd: &str) -> Result<Vec<Snapshot>, LinstorError> {
         validate_name(NameKind::ResourceDefinition, rd)?;
         let segments = ["resource-definitions", rd, "snapshots"];
-        self.retrying("snapshot-list", || self.fetch(&segments, &[]))
-            .await
+        self.retrying("snapshot-list", || {
+            self.fetch("snapshot-list", &segments, &[])
+        })
+        .await
     }
 
     /// `POST /v1/resource-definitions/{rd}/snapshots` with `{"name": snap}`,
@@ -180,7 +196,7 @@ impl LinstorClient {
         let segments = ["resource-definitions", rd, "snapshots", snap];
         let entries = self
             .retrying("snapshot-delete", || {
-                self.mutate(Method::DELETE, &segments, None)
+                self.mutate("snapshot-delete", Method::DELETE, &segments, None)
             })
             .await?;
         if entries.iter().any(ApiCallRc::is_warn_not_found) {
@@ -204,7 +220,7 @@ impl LinstorClient {
         let segments = ["resource-definitions", rd, "snapshot-rollback", snap];
         let body = serde_json::json!({});
         self.retrying("snapshot-rollback", || {
-            self.mutate(Method::POST, &segments, Some(&body))
+            self.mutate("snapshot-rollback", Method::POST, &segments, Some(&body))
         })
         .await
     }
@@ -217,6 +233,7 @@ impl LinstorClient {
         let body = serde_json::json!({ "name": snap });
         let created = self
             .mutate(
+                "snapshot-create",
                 Method::POST,
                 &["resource-definitions", rd, "snapshots"],
                 Some(&body),
@@ -241,8 +258,12 @@ impl LinstorClient {
     }
 
     async fn fetch_snapshot(&self, rd: &str, snap: &str) -> Result<Snapshot, LinstorError> {
-        self.fetch(&["resource-definitions", rd, "snapshots", snap], &[])
-            .await
+        self.fetch(
+            "snapshot-get",
+            &["resource-definitions", rd, "snapshots", snap],
+            &[],
+        )
+        .await
     }
 
     /// Runs `call` (named `operation` in logs) until it succeeds, fails with a non-retryable error or
@@ -268,11 +289,12 @@ impl LinstorClient {
     /// A GET answering an object or array of `T`.
     async fn fetch<T: DeserializeOwned>(
         &self,
+        operation: &'static str,
         segments: &[&str],
         query: &[(&str, &str)],
     ) -> Result<T, LinstorError> {
         let url = self.url(segments, query);
-        let answer = self.send(Method::GET, url.clone(), None).await?;
+        let answer = self.send(operation, Method::GET, url.clone(), None).await?;
         if !answer.status.is_success() {
             return Err(error_from(answer));
         }
@@ -285,12 +307,13 @@ impl LinstorClient {
     /// A mutating call answering an `ApiCallRc` array.
     async fn mutate(
         &self,
+        operation: &'static str,
         method: Method,
         segments: &[&str],
         body: Option<&serde_json::Value>,
     ) -> Result<Vec<ApiCallRc>, LinstorError> {
         let url = self.url(segments, &[]);
-        let answer = self.send(method, url.clone(), body).await?;
+        let answer = self.send(operation, method, url.clone(), body).await?;
         if !answer.status.is_success() {
             return Err(error_from(answer));
         }
@@ -308,8 +331,49 @@ impl LinstorClient {
         Ok(entries)
     }
 
+    /// One request, as a client span in the current trace whose context
+    /// goes along in the `traceparent` header; its latency and failure are
+    /// recorded under `operation`.
     async fn send(
         &self,
+        operation: &'static str,
+        method: Method,
+        url: Url,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Answer, LinstorError> {
+        let span = tracing::info_span!(
+            "linstor.call",
+            otel.name = %format!("linstor {operation}"),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            peer.service = "linstor",
+            linstor.operation = operation,
+            http.request.method = %method,
+            server.address = url.host_str(),
+            url.path = url.path(),
+            http.response.status_code = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        let answer = self
+            .send_in(&span, method, url, body)
+            .instrument(span.clone())
+            .await;
+        let error_kind = match &answer {
+            Ok(answer) => CallMetrics::status_kind(answer.status.as_u16()),
+            Err(LinstorError::Timeout(_)) => Some("timeout"),
+            Err(_) => Some("transport"),
+        };
+        self.calls
+            .observe("linstor", operation, started.elapsed(), error_kind);
+        if error_kind.is_some() {
+            span.record("otel.status_code", "ERROR");
+        }
+        answer
+    }
+
+    async fn send_in(
+        &self,
+        span: &tracing::Span,
         method: Method,
         url: Url,
         body: Option<&serde_json::Value>,
@@ -319,6 +383,9 @@ impl LinstorClient {
             .http
             .request(method.clone(), url)
             .header(ACCEPT, "application/json");
+        for (name, value) in propagation::headers(span) {
+            request = request.header(name, value);
+        }
         if let Some(value) = &self.authorization {
             request = request.header(AUTHORIZATION, value.clone());
         }
@@ -340,6 +407,7 @@ impl LinstorClient {
         match result {
             Ok(answer) => {
                 let status = answer.status.as_u16();
+                span.record("http.response.status_code", status);
                 if method == Method::GET {
                     tracing::debug!(%method, path, status, elapsed_ms, "linstor call");
                 } else {

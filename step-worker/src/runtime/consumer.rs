@@ -19,6 +19,7 @@ use tracing::{Instrument, info, warn};
 
 use failover_core::pipeline::StepName;
 use failover_core::queue::{self, ConfirmedPublisher, OutgoingMessage, StepTopology};
+use failover_core::telemetry::propagation;
 use failover_proto::v1 as pb;
 
 use super::Shared;
@@ -59,6 +60,7 @@ pub(super) async fn session(
     }
     let mut deliveries = futures::stream::select_all(consumers);
     info!("consuming step queues");
+    shared.metrics.set_broker_connected(true);
     let dead_letters = Arc::new((dead_letters, topology));
     loop {
         tokio::select! {
@@ -106,21 +108,47 @@ async fn handle(
         let reason = format!("unknown step {:?}", task.step_name);
         return dead_letter(&delivery, dead_letters, topology, &reason).await;
     };
+    let vm_id = task
+        .vm
+        .as_ref()
+        .map(|vm| vm.vm_id.clone())
+        .unwrap_or_default();
+    // The step's consumer span, in the trace the publisher's traceparent
+    // header names: the job's trace.
     let span = tracing::info_span!(
         "step",
+        otel.name = %format!("step {step}"),
+        otel.kind = "consumer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "rabbitmq",
+        messaging.destination.name = %delivery.exchange,
+        messaging.rabbitmq.destination.routing_key = %delivery.routing_key,
         correlation_id = %task.correlation_id,
         job_id = %task.job_id,
+        vm_id = %vm_id,
         step = %step,
         attempt = task.attempt,
+        worker_id = %shared.coordinator.worker_id(),
+        outcome = tracing::field::Empty,
     );
+    propagation::continue_trace(&span, |name| queue::header(&delivery.properties, name));
     async move {
         let attempt = StepAttempt {
             correlation_id: task.correlation_id.clone(),
             job_id: task.job_id.clone(),
+            vm_id,
             step_name: task.step_name.clone(),
             attempt: task.attempt,
         };
-        match shared.coordinator.claim(&attempt).await {
+        let claim = shared.coordinator.claim(&attempt).await;
+        let claim_outcome = match &claim {
+            Ok(ClaimOutcome::Granted { .. }) => "granted",
+            Ok(ClaimOutcome::Refused { .. }) => "refused",
+            Ok(ClaimOutcome::UnknownJob { .. }) => "unknown_job",
+            Err(_) => "error",
+        };
+        shared.metrics.claim(step.as_str(), claim_outcome);
+        match claim {
             Ok(ClaimOutcome::Granted { lease }) => {
                 if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
                     warn!(error = %e, "ack after claim failed; the broker will redeliver and the claim refuse it");
@@ -165,6 +193,7 @@ async fn dead_letter(
         queue::headers::JOB_ID,
         queue::headers::STEP,
         queue::headers::ATTEMPT,
+        queue::headers::TRACEPARENT,
     ] {
         if let Some(value) = queue::header(&delivery.properties, name) {
             headers.push((name, value));
@@ -216,6 +245,7 @@ async fn execute(
     let ctx = StepContext::new(task, step, cancel.clone());
     let heartbeat_every = shared.settings.worker.heartbeat_interval;
     let started = tokio::time::Instant::now();
+    let _in_flight = shared.metrics.step_started();
     info!("step started");
     let run = shared.executors.execute(&ctx);
     tokio::pin!(run);
@@ -230,6 +260,8 @@ async fn execute(
                         warn!("lease lost; stopping the step without reporting");
                         cancel.cancel();
                         let _ = tokio::time::timeout(Duration::from_secs(30), &mut run).await;
+                        shared.metrics.step_finished(step.as_str(), "lease_lost", started.elapsed());
+                        tracing::Span::current().record("outcome", "lease_lost");
                         return;
                     }
                     Ok(beat) if beat.cancel_requested => cancel.cancel(),
@@ -253,6 +285,14 @@ async fn execute(
         outcome = result.kind(),
         "step finished"
     );
+    shared
+        .metrics
+        .step_finished(step.as_str(), result.kind(), started.elapsed());
+    let span = tracing::Span::current();
+    span.record("outcome", result.kind());
+    if matches!(result, StepResult::Failed { .. }) {
+        span.record("otel.status_code", "ERROR");
+    }
     shared
         .coordinator
         .report(&attempt, &result, ctx.log.text(), lease)

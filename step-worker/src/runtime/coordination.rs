@@ -1,12 +1,16 @@
 //! The worker's side of step coordination: claim, heartbeat and report over
-//! gRPC to the gateway, with retries where a lost call is harmless.
+//! gRPC to the gateway, with retries where a lost call is harmless. Each
+//! call is a client span whose trace context goes along in the request's
+//! `traceparent` metadata, with the job's correlation id and VM.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
-use tracing::warn;
+use tracing::{Instrument as _, warn};
 
+use failover_core::telemetry::propagation;
 use failover_proto::v1 as pb;
 use failover_proto::v1::step_coordination_client::StepCoordinationClient;
 
@@ -22,14 +26,55 @@ pub enum CoordinationError {
 
 /// The gRPC metadata key that carries the job's correlation id.
 pub const CORRELATION_METADATA: &str = "x-correlation-id";
+/// The gRPC metadata key that carries the job's VM.
+pub const VM_METADATA: &str = "x-vm-id";
 
-/// Wraps a message in a request that carries the correlation id.
-fn request<T>(step: &StepAttempt, message: T) -> tonic::Request<T> {
+/// The client span of one call of `method` for `step`.
+fn call_span(step: &StepAttempt, method: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "step_coordination.call",
+        otel.name = %format!("failover.v1.StepCoordination/{method}"),
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        rpc.system = "grpc",
+        rpc.service = "failover.v1.StepCoordination",
+        rpc.method = method,
+        rpc.grpc.status_code = tracing::field::Empty,
+        correlation_id = %step.correlation_id,
+        job_id = %step.job_id,
+        vm_id = %step.vm_id,
+        step = %step.step_name,
+        attempt = step.attempt,
+    )
+}
+
+/// Wraps a message in a request that carries the correlation id, the VM and
+/// the trace context of `span`.
+fn request<T>(step: &StepAttempt, span: &tracing::Span, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    if let Ok(value) = step.correlation_id.parse() {
-        request.metadata_mut().insert(CORRELATION_METADATA, value);
+    let metadata = request.metadata_mut();
+    let pairs = [
+        (CORRELATION_METADATA, step.correlation_id.clone()),
+        (VM_METADATA, step.vm_id.clone()),
+    ];
+    for (key, value) in pairs.into_iter().chain(propagation::headers(span)) {
+        if let Ok(value) = MetadataValue::try_from(value.as_str()) {
+            metadata.insert(key, value);
+        }
     }
     request
+}
+
+/// Records the answer's gRPC status on the call's span.
+fn record_status<T>(span: &tracing::Span, result: &Result<T, tonic::Status>) {
+    let code = match result {
+        Ok(_) => tonic::Code::Ok,
+        Err(status) => status.code(),
+    };
+    span.record("rpc.grpc.status_code", code as i32);
+    if code != tonic::Code::Ok {
+        span.record("otel.status_code", "ERROR");
+    }
 }
 
 /// Identifies one attempt of one step.
@@ -37,6 +82,7 @@ fn request<T>(step: &StepAttempt, message: T) -> tonic::Request<T> {
 pub struct StepAttempt {
     pub correlation_id: String,
     pub job_id: String,
+    pub vm_id: String,
     pub step_name: String,
     pub attempt: u32,
 }
@@ -86,20 +132,21 @@ impl Coordinator {
     }
 
     pub async fn claim(&self, step: &StepAttempt) -> Result<ClaimOutcome, CoordinationError> {
-        let response = self
+        let span = call_span(step, "ClaimStep");
+        let message = pb::ClaimStepRequest {
+            job_id: step.job_id.clone(),
+            step_name: step.step_name.clone(),
+            attempt: step.attempt,
+            worker_id: self.worker_id.clone(),
+        };
+        let result = self
             .client
             .clone()
-            .claim_step(request(
-                step,
-                pb::ClaimStepRequest {
-                    job_id: step.job_id.clone(),
-                    step_name: step.step_name.clone(),
-                    attempt: step.attempt,
-                    worker_id: self.worker_id.clone(),
-                },
-            ))
-            .await?
-            .into_inner();
+            .claim_step(request(step, &span, message))
+            .instrument(span.clone())
+            .await;
+        record_status(&span, &result);
+        let response = result?.into_inner();
         Ok(if response.granted {
             ClaimOutcome::Granted {
                 lease: Duration::from_millis(response.lease_ms),
@@ -121,22 +168,23 @@ impl Coordinator {
         progress_percent: u32,
         message: &str,
     ) -> Result<HeartbeatOutcome, CoordinationError> {
-        let response = self
+        let span = call_span(step, "Heartbeat");
+        let message = pb::HeartbeatRequest {
+            job_id: step.job_id.clone(),
+            step_name: step.step_name.clone(),
+            attempt: step.attempt,
+            worker_id: self.worker_id.clone(),
+            progress_percent,
+            message: message.to_owned(),
+        };
+        let result = self
             .client
             .clone()
-            .heartbeat(request(
-                step,
-                pb::HeartbeatRequest {
-                    job_id: step.job_id.clone(),
-                    step_name: step.step_name.clone(),
-                    attempt: step.attempt,
-                    worker_id: self.worker_id.clone(),
-                    progress_percent,
-                    message: message.to_owned(),
-                },
-            ))
-            .await?
-            .into_inner();
+            .heartbeat(request(step, &span, message))
+            .instrument(span.clone())
+            .await;
+        record_status(&span, &result);
+        let response = result?.into_inner();
         Ok(HeartbeatOutcome {
             lease_held: response.lease_held,
             cancel_requested: response.cancel_requested,
@@ -186,12 +234,15 @@ impl Coordinator {
         let started = tokio::time::Instant::now();
         let mut delay = Duration::from_millis(200);
         loop {
-            match self
+            let span = call_span(step, "ReportStep");
+            let result = self
                 .client
                 .clone()
-                .report_step(request(step, report.clone()))
-                .await
-            {
+                .report_step(request(step, &span, report.clone()))
+                .instrument(span.clone())
+                .await;
+            record_status(&span, &result);
+            match result {
                 Ok(response) => {
                     let response = response.into_inner();
                     if !response.accepted {

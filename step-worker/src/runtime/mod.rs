@@ -1,14 +1,17 @@
 //! The worker process: consumes step tasks from RabbitMQ, claims each over
 //! gRPC before acking it, executes it with heartbeats, and reports the
-//! outcome. Stateless: everything a step needs is in its task.
+//! outcome. Stateless: everything a step needs is in its task. A small HTTP
+//! listener serves its metrics and health ([`status`]).
 
 mod consumer;
 pub mod coordination;
+pub mod status;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -16,6 +19,7 @@ use tracing::{info, warn};
 use failover_core::Settings;
 use failover_core::pipeline::StepName;
 
+use crate::metrics::WorkerMetrics;
 use crate::steps::Executors;
 use coordination::Coordinator;
 
@@ -59,25 +63,75 @@ pub(crate) struct Shared {
     /// Cancelled when the grace period of a shutdown is over: steps still
     /// running are stopped and handed back.
     pub abort: CancellationToken,
+    pub metrics: WorkerMetrics,
+}
+
+/// The listeners a worker serves on, bound before it runs (port 0 in tests).
+#[derive(Debug, Default)]
+pub struct Listeners {
+    /// `/metrics` and `/health/*`, when `worker.metrics_listen` is set.
+    pub status: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds what the settings ask for.
+    pub async fn bind(settings: &Settings) -> anyhow::Result<Self> {
+        let status = match settings.worker.metrics_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
+                format!(
+                    "binding worker.metrics_listen {addr} (workers on one host need a port each)"
+                )
+            })?),
+            None => None,
+        };
+        Ok(Listeners { status })
+    }
+}
+
+/// Binds the listeners the settings name and [`serve`]s.
+pub async fn run(settings: Arc<Settings>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let listeners = Listeners::bind(&settings).await?;
+    serve(settings, listeners, shutdown).await
 }
 
 /// Runs until `shutdown`; then stops taking steps, lets the ones in flight
 /// finish within `worker.shutdown_grace`, and hands back the rest.
-pub async fn run(settings: Arc<Settings>, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    settings: Arc<Settings>,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let steps = subscribed_steps(&settings.worker.steps)?;
     let id = worker_id(&settings);
+    let metrics = WorkerMetrics::new();
     let shared = Arc::new(Shared {
         coordinator: Coordinator::new(settings.worker.gateway_url.as_str(), id.clone())?,
-        executors: Executors::new(&settings)?,
+        executors: Executors::with_call_metrics(&settings, metrics.calls())?,
         abort: CancellationToken::new(),
         settings: settings.clone(),
+        metrics: metrics.clone(),
     });
     let tracker = TaskTracker::new();
     info!(worker_id = %id, steps = ?steps.iter().map(|s| s.as_str()).collect::<Vec<_>>(), "worker starting");
+    // The status listener outlives the consumer: it answers (not ready)
+    // while the worker drains.
+    let status_stop = CancellationToken::new();
+    let status_task = listeners.status.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            info!(%addr, "serving /metrics and /health");
+        }
+        tokio::spawn(status::serve(
+            listener,
+            metrics.clone(),
+            status_stop.clone(),
+        ))
+    });
 
     let mut delay = Duration::from_millis(200);
     while !shutdown.is_cancelled() {
-        match consumer::session(&shared, &steps, &tracker, &shutdown).await {
+        let session = consumer::session(&shared, &steps, &tracker, &shutdown).await;
+        metrics.set_broker_connected(false);
+        match session {
             Ok(()) => break,
             Err(e) => {
                 warn!(error = %format!("{e:#}"), retry_in_ms = delay.as_millis() as u64, "broker session ended")
@@ -105,6 +159,12 @@ pub async fn run(settings: Arc<Settings>, shutdown: CancellationToken) -> anyhow
         );
         shared.abort.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(15), tracker.wait()).await;
+    }
+    status_stop.cancel();
+    if let Some(task) = status_task
+        && let Ok(Err(e)) = task.await
+    {
+        warn!(error = %e, "the status listener failed");
     }
     info!("worker stopped");
     Ok(())

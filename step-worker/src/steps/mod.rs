@@ -24,6 +24,7 @@ use failover_proto::v1 as pb;
 
 use crate::cloudstack::{CloudStackClient, CloudStackError};
 use crate::linstor::{LinstorClient, LinstorError};
+use crate::metrics::CallMetrics;
 use crate::virt_customize::VirtCustomize;
 
 pub use naming::{custom_id, destination_vm_name};
@@ -215,10 +216,16 @@ pub struct Executors {
 
 impl Executors {
     pub fn new(settings: &Settings) -> anyhow::Result<Self> {
+        Self::with_call_metrics(settings, CallMetrics::default())
+    }
+
+    /// Clients that record their calls into `calls`.
+    pub fn with_call_metrics(settings: &Settings, calls: CallMetrics) -> anyhow::Result<Self> {
         Ok(Executors {
-            cloudstack: CloudStackClient::new(&settings.cloudstack)?,
-            linstor: LinstorClient::new(&settings.linstor)?,
-            virt_customize: VirtCustomize::new(&settings.virt_customize),
+            cloudstack: CloudStackClient::new(&settings.cloudstack)?
+                .with_call_metrics(calls.clone()),
+            linstor: LinstorClient::new(&settings.linstor)?.with_call_metrics(calls.clone()),
+            virt_customize: VirtCustomize::new(&settings.virt_customize).with_call_metrics(calls),
             vm_stop_deadline: settings.worker.vm_stop_deadline,
         })
     }

@@ -55,6 +55,8 @@ use failover_core::config::VirtCustomizeSettings;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::metrics::CallMetrics;
+
 pub use outcome::{InjectionError, InjectionReport, NO_DRIVER_WARNINGS};
 pub use output::{OutputLine, Progress, StepLog, Stream, parse_progress};
 
@@ -71,6 +73,7 @@ pub struct VirtCustomize {
     deadline: Duration,
     kill_grace: Duration,
     log_limit_bytes: usize,
+    calls: CallMetrics,
 }
 
 impl VirtCustomize {
@@ -81,7 +84,14 @@ impl VirtCustomize {
             deadline: settings.deadline,
             kill_grace: DEFAULT_KILL_GRACE,
             log_limit_bytes: DEFAULT_LOG_LIMIT_BYTES,
+            calls: CallMetrics::default(),
         }
+    }
+
+    /// Records every run's duration and failure into `calls`.
+    pub fn with_call_metrics(mut self, calls: CallMetrics) -> Self {
+        self.calls = calls;
+        self
     }
 
     /// Overrides the deadline of the settings.
@@ -141,11 +151,24 @@ impl VirtCustomize {
     ) -> Result<InjectionReport, InjectionError> {
         let span = tracing::info_span!(
             "virt_customize",
+            otel.name = "virt-customize inject-virtio-win",
+            otel.status_code = tracing::field::Empty,
             device = %device.display(),
             command = %self.command.display(),
         );
-        run::inject(self, device, cancel, &mut on_line)
-            .instrument(span)
-            .await
+        let started = std::time::Instant::now();
+        let result = run::inject(self, device, cancel, &mut on_line)
+            .instrument(span.clone())
+            .await;
+        self.calls.observe(
+            "virt-customize",
+            "inject-virtio-win",
+            started.elapsed(),
+            result.is_err().then_some("failed"),
+        );
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        result
     }
 }
