@@ -87,8 +87,14 @@ impl OutboxRelay {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut delay = Duration::from_millis(200);
         while !shutdown.is_cancelled() {
-            let result = self.session(&shutdown).await;
+            let mut connected = false;
+            let result = self.session(&shutdown, &mut connected).await;
             self.metrics.set_relay_connected(false);
+            if connected {
+                // The session worked until now: this is a new outage, whose
+                // backoff starts afresh.
+                delay = Duration::from_millis(200);
+            }
             match result {
                 Ok(()) => return,
                 Err(e) => {
@@ -103,7 +109,13 @@ impl OutboxRelay {
         }
     }
 
-    async fn session(&self, shutdown: &CancellationToken) -> Result<(), RelayError> {
+    /// One connection to the broker and the database; sets `connected` once
+    /// both answered.
+    async fn session(
+        &self,
+        shutdown: &CancellationToken,
+        connected: &mut bool,
+    ) -> Result<(), RelayError> {
         let connection =
             queue::connect(self.amqp_url.expose_secret(), "failover-gateway-relay").await?;
         let publisher = ConfirmedPublisher::new(&connection).await?;
@@ -113,6 +125,7 @@ impl OutboxRelay {
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(OUTBOX_CHANNEL).await?;
         info!("outbox relay connected");
+        *connected = true;
         self.metrics.set_relay_connected(true);
         let mut depths = QueueDepths::new(self.poll_interval);
         loop {

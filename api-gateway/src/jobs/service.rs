@@ -994,8 +994,13 @@ impl FailoverService {
             let seconds = (chrono::Utc::now() - job.created_at).as_seconds_f64();
             self.metrics
                 .job_finished(&job.job_type, transition.job_status.as_str(), seconds);
-            if let Some(failure) = state.failure.as_ref().filter(|_| transition.job_status == JobStatus::Failed) {
-                self.metrics.job_failed(&job.job_type, failure.code.as_str());
+            if let Some(failure) = state
+                .failure
+                .as_ref()
+                .filter(|_| transition.job_status == JobStatus::Failed)
+            {
+                self.metrics
+                    .job_failed(&job.job_type, failure.code.as_str());
             }
             info!(job_id = %job.job_id, correlation_id = %job.correlation_id, status = transition.job_status.as_str(), holds_vm, "job finished");
         }

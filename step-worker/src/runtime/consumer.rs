@@ -2,14 +2,20 @@
 //! delivery (decode → claim → ack → execute with heartbeats → report).
 //! Poison messages go to the dead-letter queue with their reason; a message
 //! is acked only after its claim was granted, never held for a long step.
+//! A worker runs at most `worker.concurrency` steps at once: at capacity it
+//! cancels its consumers (what was delivered meanwhile goes back to the
+//! queue) and consumes again when a step ends.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::StreamExt as _;
+use futures::future::{Fuse, FusedFuture as _, FutureExt as _};
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
 use lapin::types::FieldTable;
 use prost::Message as _;
 use secrecy::ExposeSecret;
@@ -26,11 +32,14 @@ use super::Shared;
 use super::coordination::{ClaimOutcome, StepAttempt};
 use crate::steps::{StepContext, StepResult};
 
+/// One broker session, until `shutdown` or an error; sets `connected` once
+/// it consumes.
 pub(super) async fn session(
     shared: &Arc<Shared>,
     steps: &[StepName],
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
+    connected: &mut bool,
 ) -> anyhow::Result<()> {
     let settings = &shared.settings;
     let connection = queue::connect(
@@ -43,31 +52,47 @@ pub(super) async fn session(
     let dead_letters = ConfirmedPublisher::new(&connection).await?;
     topology.declare(dead_letters.channel(), steps).await?;
     let channel = connection.create_channel().await?;
+    // At most `concurrency` deliveries unacked on the channel, all queues
+    // together.
     channel
-        .basic_qos(settings.worker.concurrency, BasicQosOptions::default())
+        .basic_qos(
+            settings.worker.concurrency,
+            BasicQosOptions { global: true },
+        )
         .await?;
-    let mut consumers = Vec::new();
-    for step in steps {
-        let consumer = channel
-            .basic_consume(
-                topology.queue(*step).into(),
-                format!("{}-{}", shared.coordinator.worker_id(), step).into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        consumers.push(consumer);
-    }
-    let mut deliveries = futures::stream::select_all(consumers);
+    let tags: Vec<String> = steps
+        .iter()
+        .map(|step| format!("{}-{}", shared.coordinator.worker_id(), step))
+        .collect();
+    let mut deliveries = subscribe(&channel, &topology, steps, &tags).await?;
     info!("consuming step queues");
+    *connected = true;
     shared.metrics.set_broker_connected(true);
     let dead_letters = Arc::new((dead_letters, topology));
+    let stop = |channel: lapin::Channel, connection: lapin::Connection| async move {
+        // Unacked deliveries not yet claimed go back to the queue.
+        let _ = channel.close(200, "worker stopping".into()).await;
+        let _ = connection.close(200, "worker stopping".into()).await;
+    };
     loop {
+        if shared.slots.available_permits() == 0 {
+            // As many steps run as the worker may run: stop consuming until
+            // one ends, so that no delivery waits unacked meanwhile.
+            unsubscribe(&channel, deliveries, &tags).await?;
+            info!("at capacity; consuming again when a step ends");
+            tokio::select! {
+                () = shutdown.cancelled() => {
+                    stop(channel, connection).await;
+                    return Ok(());
+                }
+                permit = shared.slots.acquire() => drop(permit),
+            }
+            deliveries = subscribe(&channel, &dead_letters.1, steps, &tags).await?;
+            continue;
+        }
         tokio::select! {
             () = shutdown.cancelled() => {
-                // Unacked deliveries not yet claimed go back to the queue.
-                let _ = channel.close(200, "worker stopping".into()).await;
-                let _ = connection.close(200, "worker stopping".into()).await;
+                stop(channel, connection).await;
                 return Ok(());
             }
             next = deliveries.next() => {
@@ -76,14 +101,77 @@ pub(super) async fn session(
                     Some(Err(e)) => return Err(e).context("consuming"),
                     None => anyhow::bail!("the broker closed the consumers"),
                 };
+                let Ok(slot) = shared.slots.clone().try_acquire_owned() else {
+                    // Only this loop takes slots and it saw one free; were
+                    // it not so, the delivery would go back to the queue.
+                    requeue(&delivery).await;
+                    continue;
+                };
                 let shared = shared.clone();
                 let dead_letters = dead_letters.clone();
                 tracker.spawn(async move {
                     handle(delivery, &shared, &dead_letters.0, &dead_letters.1).await;
+                    drop(slot);
                 });
             }
         }
     }
+}
+
+type Deliveries = futures::stream::SelectAll<lapin::Consumer>;
+
+/// Consumes the queues of `steps`, one consumer tag each.
+async fn subscribe(
+    channel: &lapin::Channel,
+    topology: &StepTopology,
+    steps: &[StepName],
+    tags: &[String],
+) -> anyhow::Result<Deliveries> {
+    let mut consumers = Vec::new();
+    for (step, tag) in steps.iter().zip(tags) {
+        let consumer = channel
+            .basic_consume(
+                topology.queue(*step).into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        consumers.push(consumer);
+    }
+    Ok(futures::stream::select_all(consumers))
+}
+
+/// Cancels the consumers; what the broker delivered before the cancel went
+/// through goes back to the queue.
+async fn unsubscribe(
+    channel: &lapin::Channel,
+    mut deliveries: Deliveries,
+    tags: &[String],
+) -> anyhow::Result<()> {
+    for tag in tags {
+        channel
+            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+            .await?;
+    }
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(next) = deliveries.next().await {
+            if let Ok(delivery) = next {
+                requeue(&delivery).await;
+            }
+        }
+    })
+    .await
+    .context("the consumers did not end after their cancel")
+}
+
+async fn requeue(delivery: &Delivery) {
+    let _ = delivery
+        .nack(BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        })
+        .await;
 }
 
 async fn handle(
@@ -140,6 +228,8 @@ async fn handle(
             step_name: task.step_name.clone(),
             attempt: task.attempt,
         };
+        // The lease runs from the claim at the latest: from before it, here.
+        let asked = tokio::time::Instant::now();
         let claim = shared.coordinator.claim(&attempt).await;
         let claim_outcome = match &claim {
             Ok(ClaimOutcome::Granted { .. }) => "granted",
@@ -153,7 +243,7 @@ async fn handle(
                 if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
                     warn!(error = %e, "ack after claim failed; the broker will redeliver and the claim refuse it");
                 }
-                execute(shared, task, step, attempt, lease).await;
+                execute(shared, task, step, attempt, asked + lease, lease).await;
             }
             Ok(ClaimOutcome::Refused { reason }) => {
                 info!(%reason, "claim refused; dropping the delivery");
@@ -239,6 +329,7 @@ async fn execute(
     task: pb::StepTask,
     step: StepName,
     attempt: StepAttempt,
+    lease_until: tokio::time::Instant,
     lease: Duration,
 ) {
     let cancel = shared.abort.child_token();
@@ -250,25 +341,56 @@ async fn execute(
     let run = shared.executors.execute(&ctx);
     tokio::pin!(run);
     let mut ticker = tokio::time::interval_at(started + heartbeat_every, heartbeat_every);
-    let result = loop {
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A heartbeat runs beside the step, never instead of it: a gateway slow
+    // to answer does not pause the work.
+    let heartbeat = |percent: u32, message: String| {
+        let (coordinator, attempt) = (&shared.coordinator, &attempt);
+        async move { coordinator.heartbeat(attempt, percent, &message).await }
+    };
+    let beat = Fuse::terminated();
+    tokio::pin!(beat);
+    let mut beat_sent = started;
+    // Past its lease, as far as this worker knows, the step may run again
+    // elsewhere: a worker that could not renew it stops, rather than run
+    // beside the next attempt.
+    let expiry = tokio::time::sleep_until(lease_until);
+    tokio::pin!(expiry);
+    let finished = loop {
         tokio::select! {
-            result = &mut run => break result,
-            _ = ticker.tick() => {
+            result = &mut run => break Ok(result),
+            () = &mut expiry => break Err("the gateway did not renew the lease in time"),
+            _ = ticker.tick(), if beat.is_terminated() => {
                 let (percent, message) = ctx.progress.latest();
-                match shared.coordinator.heartbeat(&attempt, percent, &message).await {
-                    Ok(beat) if !beat.lease_held => {
-                        warn!("lease lost; stopping the step without reporting");
-                        cancel.cancel();
-                        let _ = tokio::time::timeout(Duration::from_secs(30), &mut run).await;
-                        shared.metrics.step_finished(step.as_str(), "lease_lost", started.elapsed());
-                        tracing::Span::current().record("outcome", "lease_lost");
-                        return;
+                beat_sent = tokio::time::Instant::now();
+                beat.set(heartbeat(percent, message).fuse());
+            }
+            outcome = &mut beat, if !beat.is_terminated() => {
+                match outcome {
+                    Ok(answer) if !answer.lease_held => {
+                        break Err("the gateway gave the step to another attempt");
                     }
-                    Ok(beat) if beat.cancel_requested => cancel.cancel(),
-                    Ok(_) => {}
+                    Ok(answer) if answer.cancel_requested => {
+                        expiry.as_mut().reset(beat_sent + lease);
+                        cancel.cancel();
+                    }
+                    Ok(_) => expiry.as_mut().reset(beat_sent + lease),
                     Err(e) => warn!(error = %e, "heartbeat failed"),
                 }
             }
+        }
+    };
+    let result = match finished {
+        Ok(result) => result,
+        Err(reason) => {
+            warn!(reason, "lease lost; stopping the step without reporting");
+            cancel.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(30), &mut run).await;
+            shared
+                .metrics
+                .step_finished(step.as_str(), "lease_lost", started.elapsed());
+            tracing::Span::current().record("outcome", "lease_lost");
+            return;
         }
     };
     let result = if shared.abort.is_cancelled() && !matches!(result, StepResult::Succeeded { .. }) {

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -64,6 +65,9 @@ pub(crate) struct Shared {
     /// running are stopped and handed back.
     pub abort: CancellationToken,
     pub metrics: WorkerMetrics,
+    /// One permit per step this worker may run at once
+    /// (`worker.concurrency`), held from the delivery to the report.
+    pub slots: Arc<Semaphore>,
 }
 
 /// The listeners a worker serves on, bound before it runs (port 0 in tests).
@@ -110,6 +114,9 @@ pub async fn serve(
         abort: CancellationToken::new(),
         settings: settings.clone(),
         metrics: metrics.clone(),
+        slots: Arc::new(Semaphore::new(usize::from(
+            settings.worker.concurrency.max(1),
+        ))),
     });
     let tracker = TaskTracker::new();
     info!(worker_id = %id, steps = ?steps.iter().map(|s| s.as_str()).collect::<Vec<_>>(), "worker starting");
@@ -129,8 +136,14 @@ pub async fn serve(
 
     let mut delay = Duration::from_millis(200);
     while !shutdown.is_cancelled() {
-        let session = consumer::session(&shared, &steps, &tracker, &shutdown).await;
+        let mut connected = false;
+        let session = consumer::session(&shared, &steps, &tracker, &shutdown, &mut connected).await;
         metrics.set_broker_connected(false);
+        if connected {
+            // The session worked until now: this is a new outage, whose
+            // backoff starts afresh.
+            delay = Duration::from_millis(200);
+        }
         match session {
             Ok(()) => break,
             Err(e) => {
