@@ -21,7 +21,7 @@ use failover_core::pipeline::{JobType, SkipFlags, StepName};
 use failover_core::telemetry::propagation;
 use failover_core::{JobStatus, StepStatus};
 
-use super::model::{JobDetail, JobRow, LockedJob, Placement, TaskContext};
+use super::model::{JobDetail, JobRow, LockedJob, Placement, StepRow, TaskContext};
 use super::store::{self, JobFilter, JobUpdate, NewJob, OutboxEntry, StepFacts, StoredResponse};
 use crate::db::StoreError;
 use crate::inventory::{self, REPLICATED};
@@ -368,12 +368,13 @@ impl FailoverService {
             store::insert_step(tx, job_id, step.as_str(), position as i32).await?;
         }
         let (_, created) = JobState::new(job_type, skips, rollback_on_failure);
-        let (locked, _) = store::lock_job(tx, job_id)
+        let (locked, steps) = store::lock_job(tx, job_id)
             .await?
             .ok_or(StoreError::Vanished)?;
         self.persist(
             tx,
             &locked,
+            &steps,
             &created,
             None,
             &BTreeMap::new(),
@@ -847,7 +848,7 @@ impl FailoverService {
                 job_status = transition.job_status.as_str(),
                 "job event applied"
             );
-            self.persist(tx, &job, &transition, Some(&event), &outputs, facts)
+            self.persist(tx, &job, &steps, &transition, Some(&event), &outputs, facts)
                 .await?;
             Ok(Ok(transition.job_status))
         }
@@ -855,20 +856,20 @@ impl FailoverService {
         .await
     }
 
+    /// Persists `transition` of `job`, whose rows the caller locked and read
+    /// (`steps`) in this transaction.
+    #[allow(clippy::too_many_arguments)]
     async fn persist(
         &self,
         tx: &mut PgConnection,
         job: &LockedJob,
+        steps: &[StepRow],
         transition: &Transition,
         event: Option<&Event>,
         new_outputs: &BTreeMap<String, String>,
         facts: &StepFacts<'_>,
     ) -> Result<(), StoreError> {
-        let steps = store::lock_job(tx, &job.job_id)
-            .await?
-            .ok_or(StoreError::Vanished)?
-            .1;
-        let mut state = job.state(&steps)?;
+        let mut state = job.state(steps)?;
         state.absorb(transition);
         let mut outputs = job.outputs()?;
         outputs.extend(new_outputs.clone());
