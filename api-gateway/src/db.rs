@@ -8,7 +8,7 @@ use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
-use failover_core::config::DatabaseSettings;
+use failover_platform::config::DatabaseSettings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

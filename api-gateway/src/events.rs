@@ -4,6 +4,8 @@
 //! broadcast channel. A watcher that lags re-reads the state, so a slow
 //! client never grows memory and never misses a recorded transition.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -20,12 +22,15 @@ const CAPACITY: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct JobEvents {
     sender: broadcast::Sender<String>,
+    /// Whether this replica listens for changes now.
+    listening: Arc<AtomicBool>,
 }
 
 impl Default for JobEvents {
     fn default() -> Self {
         JobEvents {
             sender: broadcast::channel(CAPACITY).0,
+            listening: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -33,6 +38,11 @@ impl Default for JobEvents {
 impl JobEvents {
     pub fn subscribe(&self) -> broadcast::Receiver<String> {
         self.sender.subscribe()
+    }
+
+    /// Whether changes made on any replica reach this one's watchers now.
+    pub fn is_listening(&self) -> bool {
+        self.listening.load(Ordering::Acquire)
     }
 
     /// Listens until `shutdown`, reconnecting with backoff.
@@ -43,6 +53,7 @@ impl JobEvents {
                 Ok(mut listener) => match listener.listen(JOB_EVENTS_CHANNEL).await {
                     Ok(()) => {
                         info!("listening for job changes");
+                        self.listening.store(true, Ordering::Release);
                         delay = Duration::from_millis(200);
                         loop {
                             tokio::select! {
@@ -53,6 +64,7 @@ impl JobEvents {
                                         let _ = self.sender.send(n.payload().to_owned());
                                     }
                                     Err(e) => {
+                                        self.listening.store(false, Ordering::Release);
                                         warn!(error = %e, "job change listener lost its connection");
                                         // Watchers re-read what they may have missed.
                                         let _ = self.sender.send(String::new());

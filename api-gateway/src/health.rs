@@ -1,4 +1,5 @@
-//! Liveness and readiness. The gateway is ready when Postgres answers and
+//! Liveness and readiness. The gateway is ready when Postgres answers, it
+//! listens for job changes (so its status streams see every replica's) and
 //! its outbox relay is connected to RabbitMQ: without the broker it still
 //! accepts jobs (the outbox keeps them) but none of them moves. REST serves
 //! `/health/live` and `/health/ready`; the gRPC health service reports the
@@ -14,6 +15,7 @@ use tonic_health::server::HealthReporter;
 use failover_proto::v1::job_status_server::JobStatusServer;
 use failover_proto::v1::step_coordination_server::StepCoordinationServer;
 
+use crate::events::JobEvents;
 use crate::grpc::{JobStatusService, StepCoordinationService};
 use crate::metrics::GatewayMetrics;
 
@@ -24,6 +26,7 @@ const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Readiness {
     pool: PgPool,
     metrics: GatewayMetrics,
+    events: JobEvents,
 }
 
 /// The outcome of one readiness check; `None` is fine, `Some` says why not.
@@ -31,17 +34,22 @@ pub struct Readiness {
 pub struct ReadinessReport {
     pub database: Option<String>,
     pub broker: Option<String>,
+    pub events: Option<String>,
 }
 
 impl ReadinessReport {
     pub fn ready(&self) -> bool {
-        self.database.is_none() && self.broker.is_none()
+        self.database.is_none() && self.broker.is_none() && self.events.is_none()
     }
 }
 
 impl Readiness {
-    pub fn new(pool: PgPool, metrics: GatewayMetrics) -> Self {
-        Readiness { pool, metrics }
+    pub fn new(pool: PgPool, metrics: GatewayMetrics, events: JobEvents) -> Self {
+        Readiness {
+            pool,
+            metrics,
+            events,
+        }
     }
 
     pub async fn check(&self) -> ReadinessReport {
@@ -56,7 +64,13 @@ impl Readiness {
         };
         let broker = (!self.metrics.relay_connected())
             .then(|| "the outbox relay is not connected to RabbitMQ".to_owned());
-        ReadinessReport { database, broker }
+        let events = (!self.events.is_listening())
+            .then(|| "not listening for job changes (status streams would miss them)".to_owned());
+        ReadinessReport {
+            database,
+            broker,
+            events,
+        }
     }
 }
 

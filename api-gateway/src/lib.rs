@@ -21,8 +21,8 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
-use failover_core::Settings;
-use failover_core::queue::StepTopology;
+use failover_platform::Settings;
+use failover_platform::queue::StepTopology;
 use failover_proto::v1::job_status_server::JobStatusServer;
 use failover_proto::v1::step_coordination_server::StepCoordinationServer;
 
@@ -69,7 +69,7 @@ pub async fn run(
         settings.gateway.timer_interval,
         shutdown.clone(),
     ));
-    let readiness = health::Readiness::new(pool.clone(), metrics.clone());
+    let readiness = health::Readiness::new(pool.clone(), metrics.clone(), job_events.clone());
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let health_task = tokio::spawn(health::report_grpc_health(
         readiness.clone(),

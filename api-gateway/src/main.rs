@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use api_gateway::{Listeners, db, migrate, run};
-use failover_core::{Settings, telemetry};
+use failover_platform::{Settings, telemetry};
 
 #[derive(Debug, Parser)]
 #[command(

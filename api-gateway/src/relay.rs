@@ -22,8 +22,10 @@ use tracing::{Instrument as _, debug, info, warn};
 use uuid::Uuid;
 
 use failover_core::pipeline::StepName;
-use failover_core::queue::{self, ConfirmedPublisher, OutgoingMessage, QueueError, StepTopology};
-use failover_core::telemetry::propagation;
+use failover_platform::queue::{
+    self, ConfirmedPublisher, OutgoingMessage, QueueError, StepTopology,
+};
+use failover_platform::telemetry::propagation;
 
 use crate::jobs::store::OUTBOX_CHANNEL;
 use crate::metrics::GatewayMetrics;

@@ -47,10 +47,10 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use common::{ADMIN_DB_URL, AMQP_URL, workspace_bin};
-use failover_core::Settings;
-use failover_core::config::QueueType;
 use failover_core::pipeline::StepName;
-use failover_core::queue::StepTopology;
+use failover_platform::Settings;
+use failover_platform::config::QueueType;
+use failover_platform::queue::StepTopology;
 use harness::processes::{Proc, free_addr, gateway_env, worker_env};
 use harness::seed::{self, SeededVm};
 use harness::services::BrokerOutage;
@@ -916,7 +916,7 @@ async fn drop_database(db_name: &str, prefix: &str) {
             .await;
     }
     use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
-    let Ok(conn) = failover_core::queue::connect(AMQP_URL, "chaos-cleanup").await else {
+    let Ok(conn) = failover_platform::queue::connect(AMQP_URL, "chaos-cleanup").await else {
         return;
     };
     let Ok(channel) = conn.create_channel().await else {

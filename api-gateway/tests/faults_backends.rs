@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use common::{LINUX_VM_ID, Stack, WIN_VM_ID};
-use failover_core::Settings;
+use failover_platform::Settings;
 use simulators::faults::FaultRule;
 use simulators::linstor as ls_sim;
 use simulators::virt_customize_standin::{ControlFile, Mode};

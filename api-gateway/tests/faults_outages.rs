@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use common::{AMQP_URL, LINUX_VM_ID, Stack, WIN_VM_ID, workspace_bin};
 use failover_core::pipeline::StepName;
-use failover_core::queue::{self, ConfirmedPublisher, OutgoingMessage, StepTopology};
+use failover_platform::queue::{self, ConfirmedPublisher, OutgoingMessage, StepTopology};
 use harness::processes::{Proc, free_addr, gateway_env, worker_env};
 use harness::services::{BrokerOutage, BrokerSetting, PostgresOutage, queue_depths};
 use harness::tap::Tap;

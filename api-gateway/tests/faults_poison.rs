@@ -14,7 +14,7 @@ use serde_json::json;
 
 use common::{AMQP_URL, LINUX_VM_ID, Stack};
 use failover_core::pipeline::StepName;
-use failover_core::queue::{self, ConfirmedPublisher, OutgoingMessage, StepTopology};
+use failover_platform::queue::{self, ConfirmedPublisher, OutgoingMessage, StepTopology};
 use failover_proto::v1 as pb;
 use harness::services::queue_depths;
 

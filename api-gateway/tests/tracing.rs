@@ -28,8 +28,8 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use common::{Stack, WIN_VM_ID};
-use failover_core::config::{LogFormat, LogSettings, TelemetrySettings};
-use failover_core::telemetry;
+use failover_platform::config::{LogFormat, LogSettings, TelemetrySettings};
+use failover_platform::telemetry;
 
 /// One received span, flattened.
 #[derive(Debug, Clone)]

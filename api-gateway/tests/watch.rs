@@ -158,3 +158,63 @@ async fn watch_jobs_streams_the_changes_of_every_matching_job() {
     stack.wait_terminal(&live, Duration::from_secs(60)).await;
     stack.stop().await;
 }
+
+/// A stream is subscribed before it is answered: a job made right after the
+/// call returns arrives as its changes from the first one (`pending`), never
+/// folded into a snapshot. Repeated, because the race it guards against was
+/// one of timing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stream_answered_before_a_job_exists_sees_the_job_from_its_first_change() {
+    let mut stack = Stack::start().await;
+    stack.register_demo_vms().await;
+    stack.start_gateway_replica().await;
+    let mut client = JobStatusClient::connect(stack.grpc_url_of(1))
+        .await
+        .unwrap();
+    for round in 0..8 {
+        let correlation_id = uuid::Uuid::new_v4();
+        let mut stream = client
+            .watch_jobs(pb::ListJobsRequest {
+                correlation_id: correlation_id.to_string(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        // No worker runs: the job stays where admission leaves it.
+        let answer: serde_json::Value = stack
+            .http
+            .post(format!("{}/api/v1/failover/test", stack.base_url))
+            .header("X-Request-ID", correlation_id.to_string())
+            .json(&json!({"vm_id": LINUX_VM_ID, "vm_name": "pgtest1"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let job_id = answer["job_id"].as_str().unwrap().to_owned();
+        let first = tokio::time::timeout(Duration::from_secs(20), stream.next())
+            .await
+            .expect("the job's first change arrives")
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.job_id, job_id, "round {round}");
+        assert_eq!(
+            (first.kind, first.step_name.as_str(), first.status.as_str()),
+            (Kind::Transition as i32, "", "pending"),
+            "round {round}: the job's creation, as a change"
+        );
+        let (first_row, ..) = tracking(&stack, &job_id, 0).await[0].clone();
+        assert_eq!(first.sequence as i64, first_row, "round {round}");
+        let (status, _) = stack
+            .post(
+                &format!("/api/v1/failover/jobs/{job_id}/cancel"),
+                &json!({}),
+            )
+            .await;
+        assert!(status == 202 || status == 200, "round {round}: {status}");
+        stack.wait_terminal(&job_id, Duration::from_secs(20)).await;
+    }
+    stack.stop().await;
+}

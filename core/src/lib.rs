@@ -1,20 +1,15 @@
-//! Framework-free building blocks shared by every process of the failover
-//! orchestrator: the pipelines and the pure orchestration rules, the error
-//! code table, configuration, telemetry set-up (logs, traces, the metrics
-//! exposition) and the CloudStack request signature (used by the worker's
-//! client and checked by the simulator).
+//! The failover orchestrator's rules, as pure functions: the pipelines of
+//! the API reference, the job state machine, and every decision the gateway
+//! makes — admitting a failover, starting a cleanup, claims, heartbeats,
+//! reports, expired leases, operator commands and timers. Each decision is a
+//! value of effects (rows to write, audit entries, steps to dispatch,
+//! metric events) that the gateway applies in one transaction. Nothing here
+//! does I/O or reads a clock: the caller passes the time in.
 
-pub mod cloudstack_signature;
-pub mod config;
 pub mod error_codes;
-pub mod metrics;
 pub mod orchestration;
 pub mod pipeline;
-#[cfg(feature = "amqp")]
-pub mod queue;
-pub mod telemetry;
 
-pub use config::Settings;
 pub use error_codes::ErrorCode;
 pub use orchestration::{JobStatus, StepStatus};
 pub use pipeline::{JobType, StepName};

@@ -37,10 +37,10 @@ pub async fn shutdown_signal() {
 
 /// Installs a plain human log format for a simulator binary.
 pub fn init_logging(level: &str) {
-    let settings = failover_core::config::LogSettings {
-        format: failover_core::config::LogFormat::Human,
+    let settings = failover_platform::config::LogSettings {
+        format: failover_platform::config::LogFormat::Human,
         level: level.to_owned(),
     };
     // A second installation (in tests) is harmless.
-    let _ = failover_core::telemetry::init(&settings);
+    let _ = failover_platform::telemetry::init(&settings);
 }

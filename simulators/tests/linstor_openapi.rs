@@ -21,7 +21,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use failover_core::config::LinstorSettings;
+use failover_platform::config::LinstorSettings;
 use jsonschema::{Draft, Validator};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};

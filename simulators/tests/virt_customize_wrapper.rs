@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use failover_core::config::VirtCustomizeSettings;
+use failover_platform::config::VirtCustomizeSettings;
 use simulators::virt_customize_standin::{
     ControlFile, InjectionMarker, Mode, RunRecord, marker_path, run_record_path,
 };

@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-use failover_core::Settings;
+use failover_platform::Settings;
 use step_worker::cloudstack::{CloudStackClient, DeployVmRequest, VolumeFilter};
 use step_worker::linstor::LinstorClient;
 use step_worker::virt_customize::VirtCustomize;

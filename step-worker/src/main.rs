@@ -8,7 +8,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use failover_core::{Settings, telemetry};
+use failover_platform::{Settings, telemetry};
 use step_worker::{preflight, runtime};
 
 #[derive(Debug, Parser)]

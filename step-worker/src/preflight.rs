@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
-use failover_core::Settings;
+use failover_platform::Settings;
 
 use crate::cloudstack::CloudStackClient;
 use crate::linstor::LinstorClient;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use cloudstack_support::*;
-use failover_core::cloudstack_signature::{EXPIRES_FORMAT, java_url_encode, sign};
+use failover_platform::cloudstack_signature::{EXPIRES_FORMAT, java_url_encode, sign};
 use serde_json::json;
 use step_worker::cloudstack::{CloudStackError, JobStatus, VmState, decode_response};
 

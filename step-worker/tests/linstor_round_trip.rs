@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use failover_core::config::LinstorSettings;
+use failover_platform::config::LinstorSettings;
 use secrecy::SecretString;
 use simulators::faults::FaultRule;
 use simulators::linstor::{

@@ -12,8 +12,9 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use failover_core::ErrorCode;
 use failover_core::pipeline::StepName;
-use failover_core::{ErrorCode, Settings};
+use failover_platform::Settings;
 use failover_proto::v1 as pb;
 use simulators::cloudstack::{
     self as cs_sim, CloudStackSim, CloudStackSimConfig, DEMO_APPLIANCE_VM_ID,

@@ -8,7 +8,7 @@ use tracing::Instrument;
 use failover_core::ErrorCode;
 use failover_core::orchestration::StepFailure;
 use failover_core::pipeline::StepName;
-use failover_core::telemetry::propagation;
+use failover_platform::telemetry::propagation;
 use failover_proto::v1 as pb;
 use failover_proto::v1::step_coordination_server::StepCoordination;
 

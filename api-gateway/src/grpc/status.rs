@@ -122,14 +122,11 @@ impl JobStatus for JobStatusService {
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
         let found = self.resolve(request.into_inner().key).await?;
+        // Subscribed and at its first snapshot before the call is answered.
+        let watch =
+            watch::JobWatch::open(self.service.clone(), &self.events, found.job.job_id).await?;
         let (tx, rx) = mpsc::channel(watch::BUFFER);
-        tokio::spawn(watch::watch_job(
-            self.service.clone(),
-            self.events.clone(),
-            found.job.job_id,
-            tx,
-            self.shutdown.clone(),
-        ));
+        tokio::spawn(watch.run(tx, self.shutdown.clone()));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -140,14 +137,10 @@ impl JobStatus for JobStatusService {
         request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<Self::WatchJobsStream>, Status> {
         let filter = list_filter(request.into_inner())?;
+        // Subscribed, with the matching jobs read, before the call is answered.
+        let watch = watch::JobsWatch::open(self.service.clone(), &self.events, filter).await?;
         let (tx, rx) = mpsc::channel(watch::BUFFER);
-        tokio::spawn(watch::watch_jobs(
-            self.service.clone(),
-            self.events.clone(),
-            filter,
-            tx,
-            self.shutdown.clone(),
-        ));
+        tokio::spawn(watch.run(tx, self.shutdown.clone()));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 

@@ -4,10 +4,16 @@
 //! step's progress. It wakes on the replica's job-change notifications and,
 //! as a safety net, every few seconds. The outgoing channel is bounded: a
 //! slow client slows its own watcher, nothing else.
+//!
+//! A stream is opened before it is answered: the watcher subscribes to the
+//! changes and reads the state it starts from first, so a change made after
+//! the call returned is always seen as a change, never folded into the first
+//! snapshot.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
@@ -26,6 +32,12 @@ pub type EventSender = mpsc::Sender<Result<pb::JobEvent, Status>>;
 /// How many events wait for a slow client.
 pub const BUFFER: usize = 64;
 const SAFETY_NET: Duration = Duration::from_secs(2);
+/// How far back a watcher of many jobs looks for jobs whose notifications it
+/// may have missed (a listener that reconnected, a replica's clock behind).
+const DISCOVERY_WINDOW: Duration = Duration::from_secs(600);
+/// How many ended jobs a watcher of many jobs remembers, so that a late
+/// change of one (its cleanup being linked) continues where it stopped.
+const ENDED_REMEMBERED: usize = 10_000;
 
 fn snapshot(detail: &JobDetail, sequence: i64) -> pb::JobEvent {
     let job = job_message(&detail.job, &detail.steps);
@@ -85,6 +97,24 @@ struct Cursor {
 }
 
 impl Cursor {
+    /// A cursor at `sequence` that knows the progress `detail` shows.
+    fn at(sequence: i64, detail: &JobDetail) -> Self {
+        let mut cursor = Cursor {
+            sequence,
+            ..Default::default()
+        };
+        for step in &detail.steps {
+            cursor.progress.insert(
+                step.step_name.clone(),
+                (
+                    u32::try_from(step.progress).unwrap_or_default(),
+                    step.message.clone().unwrap_or_default(),
+                ),
+            );
+        }
+        cursor
+    }
+
     /// The events that bring a client from this cursor to `detail`.
     async fn advance(
         &mut self,
@@ -123,136 +153,252 @@ impl Cursor {
         }
         Ok(events)
     }
-
-    fn remember_progress(&mut self, detail: &JobDetail) {
-        for step in &detail.steps {
-            self.progress.insert(
-                step.step_name.clone(),
-                (
-                    u32::try_from(step.progress).unwrap_or_default(),
-                    step.message.clone().unwrap_or_default(),
-                ),
-            );
-        }
-    }
 }
 
 fn terminal(status: &str) -> bool {
     matches!(status, "completed" | "failed" | "cancelled")
 }
 
-/// Streams one job until it ends, the client goes away, or the gateway stops.
-pub async fn watch_job(
+/// Reads `job_id` and the position of its last recorded change.
+async fn read_with_sequence(
+    service: &FailoverService,
+    job_id: &str,
+) -> Result<(JobDetail, i64), Status> {
+    // The sequence first: a change recorded in between is then sent again
+    // as a transition, never lost.
+    let sequence = store::last_tracking_id(service.pool(), job_id)
+        .await
+        .map_err(|e| super::status(e.into()))?;
+    let detail = service.get_job(job_id).await.map_err(super::status)?;
+    Ok((detail, sequence))
+}
+
+/// A stream of one job, subscribed and at its first snapshot.
+#[derive(Debug)]
+pub struct JobWatch {
     service: FailoverService,
-    events: JobEvents,
+    changes: broadcast::Receiver<String>,
     job_id: String,
-    out: EventSender,
-    shutdown: CancellationToken,
-) {
-    let mut changes = events.subscribe();
-    let result: Result<(), Status> = async {
-        let sequence = store::last_tracking_id(service.pool(), &job_id)
-            .await
-            .map_err(|e| super::status(e.into()))?;
-        let detail = service.get_job(&job_id).await.map_err(super::status)?;
-        let mut cursor = Cursor {
-            sequence,
-            ..Default::default()
-        };
-        cursor.remember_progress(&detail);
-        if out.send(Ok(snapshot(&detail, sequence))).await.is_err() {
+    first: pb::JobEvent,
+    cursor: Cursor,
+    done: bool,
+}
+
+impl JobWatch {
+    /// Subscribes to the changes, then reads the job it starts from.
+    pub async fn open(
+        service: FailoverService,
+        events: &JobEvents,
+        job_id: String,
+    ) -> Result<Self, Status> {
+        let changes = events.subscribe();
+        let (detail, sequence) = read_with_sequence(&service, &job_id).await?;
+        Ok(JobWatch {
+            first: snapshot(&detail, sequence),
+            cursor: Cursor::at(sequence, &detail),
+            done: terminal(&detail.job.status),
+            service,
+            changes,
+            job_id,
+        })
+    }
+
+    /// Streams until the job ends, the client goes away, or the gateway stops.
+    pub async fn run(mut self, out: EventSender, shutdown: CancellationToken) {
+        let result = self.follow(&out, &shutdown).await;
+        if let Err(status) = result {
+            let _ = out.send(Err(status)).await;
+        }
+    }
+
+    async fn follow(
+        &mut self,
+        out: &EventSender,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Status> {
+        if out.send(Ok(self.first.clone())).await.is_err() {
             return Ok(());
         }
-        let mut done = terminal(&detail.job.status);
-        while !done {
+        while !self.done {
             tokio::select! {
                 () = shutdown.cancelled() => return Err(Status::unavailable("the gateway is stopping")),
                 () = out.closed() => return Ok(()),
-                change = changes.recv() => match change {
-                    Ok(id) if id != job_id && !id.is_empty() => continue,
+                change = self.changes.recv() => match change {
+                    Ok(id) if id != self.job_id && !id.is_empty() => continue,
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => return Ok(()),
                 },
                 () = tokio::time::sleep(SAFETY_NET) => {}
             }
-            let detail = service.get_job(&job_id).await.map_err(super::status)?;
-            for event in cursor.advance(&service, &detail).await? {
+            let detail = self
+                .service
+                .get_job(&self.job_id)
+                .await
+                .map_err(super::status)?;
+            for event in self.cursor.advance(&self.service, &detail).await? {
                 if out.send(Ok(event)).await.is_err() {
                     return Ok(());
                 }
             }
-            done = terminal(&detail.job.status);
+            self.done = terminal(&detail.job.status);
         }
         Ok(())
     }
-    .await;
-    if let Err(status) = result {
-        let _ = out.send(Err(status)).await;
-    }
 }
 
-/// Streams the changes of every job matching `filter`.
-pub async fn watch_jobs(
+/// A stream of every job matching a filter, subscribed and with the
+/// snapshots of the jobs that matched when it opened.
+#[derive(Debug)]
+pub struct JobsWatch {
     service: FailoverService,
-    events: JobEvents,
+    changes: broadcast::Receiver<String>,
     filter: JobFilter,
-    out: EventSender,
-    shutdown: CancellationToken,
-) {
-    let mut changes = events.subscribe();
-    let mut cursors: HashMap<String, Cursor> = HashMap::new();
-    let result: Result<(), Status> = async {
+    opened_at: DateTime<Utc>,
+    first: Vec<pb::JobEvent>,
+    /// Unfinished jobs being followed.
+    cursors: HashMap<String, Cursor>,
+    /// Jobs followed to their end, with the last change sent, oldest first.
+    ended: HashMap<String, i64>,
+    ended_order: VecDeque<String>,
+}
+
+impl JobsWatch {
+    /// Subscribes to the changes, then lists the matching jobs.
+    pub async fn open(
+        service: FailoverService,
+        events: &JobEvents,
+        filter: JobFilter,
+    ) -> Result<Self, Status> {
+        let changes = events.subscribe();
+        let opened_at = Utc::now();
         let (jobs, _) = service.list_jobs(&filter).await.map_err(super::status)?;
+        let mut watch = JobsWatch {
+            service,
+            changes,
+            filter,
+            opened_at,
+            first: Vec::with_capacity(jobs.len()),
+            cursors: HashMap::new(),
+            ended: HashMap::new(),
+            ended_order: VecDeque::new(),
+        };
         for row in jobs {
-            let sequence = store::last_tracking_id(service.pool(), &row.job_id)
-                .await
-                .map_err(|e| super::status(e.into()))?;
-            let detail = service.get_job(&row.job_id).await.map_err(super::status)?;
-            let mut cursor = Cursor {
-                sequence,
-                ..Default::default()
-            };
-            cursor.remember_progress(&detail);
-            if out.send(Ok(snapshot(&detail, sequence))).await.is_err() {
-                return Ok(());
+            let (detail, sequence) = read_with_sequence(&watch.service, &row.job_id).await?;
+            watch.first.push(snapshot(&detail, sequence));
+            let cursor = Cursor::at(sequence, &detail);
+            watch.keep(&row.job_id, cursor, terminal(&detail.job.status));
+        }
+        Ok(watch)
+    }
+
+    /// Streams until the client goes away or the gateway stops.
+    pub async fn run(mut self, out: EventSender, shutdown: CancellationToken) {
+        let result = self.follow(&out, &shutdown).await;
+        if let Err(status) = result {
+            let _ = out.send(Err(status)).await;
+        }
+    }
+
+    fn keep(&mut self, job_id: &str, cursor: Cursor, ended: bool) {
+        if !ended {
+            self.cursors.insert(job_id.to_owned(), cursor);
+            return;
+        }
+        self.cursors.remove(job_id);
+        if self
+            .ended
+            .insert(job_id.to_owned(), cursor.sequence)
+            .is_none()
+        {
+            self.ended_order.push_back(job_id.to_owned());
+        }
+        while self.ended_order.len() > ENDED_REMEMBERED {
+            if let Some(oldest) = self.ended_order.pop_front() {
+                self.ended.remove(&oldest);
             }
-            if !terminal(&detail.job.status) {
-                cursors.insert(row.job_id.clone(), cursor);
+        }
+    }
+
+    async fn follow(
+        &mut self,
+        out: &EventSender,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Status> {
+        for event in std::mem::take(&mut self.first) {
+            if out.send(Ok(event)).await.is_err() {
+                return Ok(());
             }
         }
         loop {
             let changed: Vec<String> = tokio::select! {
                 () = shutdown.cancelled() => return Err(Status::unavailable("the gateway is stopping")),
                 () = out.closed() => return Ok(()),
-                change = changes.recv() => match change {
+                change = self.changes.recv() => match change {
                     Ok(id) if !id.is_empty() => vec![id],
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => cursors.keys().cloned().collect(),
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => self.everything().await,
                     Err(broadcast::error::RecvError::Closed) => return Ok(()),
                 },
-                () = tokio::time::sleep(SAFETY_NET) => cursors.keys().cloned().collect(),
+                () = tokio::time::sleep(SAFETY_NET) => self.everything().await,
             };
             for job_id in changed {
-                let Ok(detail) = service.get_job(&job_id).await else {
-                    continue;
-                };
-                if !matches_filter(&detail, &filter) {
-                    continue;
-                }
-                let cursor = cursors.entry(job_id.clone()).or_default();
-                for event in cursor.advance(&service, &detail).await? {
-                    if out.send(Ok(event)).await.is_err() {
-                        return Ok(());
-                    }
-                }
-                if terminal(&detail.job.status) {
-                    cursors.remove(&job_id);
+                if !self.send_changes(&job_id, out).await? {
+                    return Ok(());
                 }
             }
         }
     }
-    .await;
-    if let Err(status) = result {
-        let _ = out.send(Err(status)).await;
+
+    /// Every job that may have changed unseen: the ones followed, and the
+    /// matching ones created lately that the notifications may have missed.
+    async fn everything(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.cursors.keys().cloned().collect();
+        let window = chrono::Duration::from_std(DISCOVERY_WINDOW).unwrap_or_default();
+        let recent = JobFilter {
+            created_since: Some((self.opened_at - window).max(Utc::now() - window)),
+            offset: 0,
+            ..self.filter.clone()
+        };
+        if let Ok((rows, _)) = self.service.list_jobs(&recent).await {
+            ids.extend(
+                rows.into_iter()
+                    .map(|r| r.job_id)
+                    .filter(|id| !self.cursors.contains_key(id) && !self.ended.contains_key(id)),
+            );
+        }
+        ids
+    }
+
+    /// Sends what changed of `job_id`; false when the client went away.
+    async fn send_changes(&mut self, job_id: &str, out: &EventSender) -> Result<bool, Status> {
+        let Ok(detail) = self.service.get_job(job_id).await else {
+            return Ok(true);
+        };
+        if !matches_filter(&detail, &self.filter) {
+            return Ok(true);
+        }
+        let (mut cursor, mut events) = match (self.cursors.remove(job_id), self.ended.get(job_id)) {
+            (Some(cursor), _) => (cursor, Vec::new()),
+            (None, Some(&sequence)) => (Cursor::at(sequence, &detail), Vec::new()),
+            // A job that existed when the stream opened but did not match
+            // then: its state now, then its changes.
+            (None, None) if detail.job.created_at < self.opened_at => {
+                let (detail, sequence) = read_with_sequence(&self.service, job_id).await?;
+                (
+                    Cursor::at(sequence, &detail),
+                    vec![snapshot(&detail, sequence)],
+                )
+            }
+            // A job created since: every change of it, from its first.
+            (None, None) => (Cursor::default(), Vec::new()),
+        };
+        events.extend(cursor.advance(&self.service, &detail).await?);
+        self.keep(job_id, cursor, terminal(&detail.job.status));
+        for event in events {
+            if out.send(Ok(event)).await.is_err() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 }
 

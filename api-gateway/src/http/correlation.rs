@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use failover_core::telemetry::propagation;
+use failover_platform::telemetry::propagation;
 
 use super::error::ApiError;
 

@@ -69,6 +69,7 @@ impl ListQuery {
             job_type,
             vm_id,
             correlation_id,
+            created_since: None,
             limit,
             offset,
         })

@@ -20,7 +20,8 @@ use axum::routing::{get, post};
 use axum::{Json, middleware};
 use serde_json::json;
 
-use failover_core::{ErrorCode, Settings};
+use failover_core::ErrorCode;
+use failover_platform::Settings;
 
 pub use correlation::{CorrelationId, REQUEST_ID_HEADER};
 pub use error::ApiError;
@@ -111,6 +112,7 @@ async fn ready(axum::extract::State(state): axum::extract::State<AppState>) -> i
             "status": if report.ready() { "ready" } else { "unavailable" },
             "database": part(&report.database),
             "broker": part(&report.broker),
+            "events": part(&report.events),
         })),
     )
 }
@@ -120,7 +122,7 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
     (
         [(
             axum::http::header::CONTENT_TYPE,
-            failover_core::metrics::CONTENT_TYPE,
+            failover_platform::metrics::CONTENT_TYPE,
         )],
         state.metrics.render(),
     )

@@ -17,7 +17,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use failover_core::ErrorCode;
-use failover_core::config::GatewaySettings;
+use failover_platform::config::GatewaySettings;
 
 use super::error::ApiError;
 use crate::metrics::GatewayMetrics;
@@ -127,7 +127,7 @@ mod tests {
     use super::*;
 
     fn limits(trusted: &[&str]) -> RateLimits {
-        let mut settings = failover_core::Settings::load(None).unwrap().gateway;
+        let mut settings = failover_platform::Settings::load(None).unwrap().gateway;
         settings.trusted_proxies = trusted.iter().map(|s| s.parse().unwrap()).collect();
         RateLimits::new(&settings)
     }

@@ -13,13 +13,13 @@ use sqlx::{PgConnection, PgPool};
 use tracing::{Instrument as _, info, warn};
 use uuid::Uuid;
 
-use failover_core::Settings;
 use failover_core::orchestration::{
     self, Event, JobState, Refusal, RetryPolicy, StepFailure, Transition,
 };
 use failover_core::pipeline::{JobType, SkipFlags, StepName};
-use failover_core::telemetry::propagation;
 use failover_core::{JobStatus, StepStatus};
+use failover_platform::Settings;
+use failover_platform::telemetry::propagation;
 
 use super::model::{JobDetail, JobRow, LockedJob, Placement, StepRow, TaskContext};
 use super::store::{self, JobFilter, JobUpdate, NewJob, OutboxEntry, StepFacts, StoredResponse};

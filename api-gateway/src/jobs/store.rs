@@ -625,6 +625,8 @@ pub struct JobFilter {
     pub job_type: Option<String>,
     pub vm_id: Option<Uuid>,
     pub correlation_id: Option<Uuid>,
+    /// Only jobs created at or after this time.
+    pub created_since: Option<DateTime<Utc>>,
     pub limit: i64,
     pub offset: i64,
 }
@@ -644,6 +646,9 @@ fn push_filters<'a>(query: &mut QueryBuilder<'a, Postgres>, filter: &'a JobFilte
         query
             .push(" AND correlation_id = ")
             .push_bind(correlation_id);
+    }
+    if let Some(since) = filter.created_since {
+        query.push(" AND created_at >= ").push_bind(since);
     }
 }
 

@@ -17,10 +17,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use failover_core::Settings;
-use failover_core::config::QueueType;
 use failover_core::pipeline::StepName;
-use failover_core::queue::StepTopology;
+use failover_platform::Settings;
+use failover_platform::config::QueueType;
+use failover_platform::queue::StepTopology;
 use simulators::cloudstack::{self as cs_sim, CloudStackSim, CloudStackSimConfig};
 use simulators::linstor::{self as ls_sim, LinstorSim, LinstorSimConfig};
 
@@ -563,7 +563,7 @@ async fn wait_until_answers(url: &str) {
 
 async fn delete_broker_objects(prefix: &str) {
     use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
-    let Ok(conn) = failover_core::queue::connect(AMQP_URL, "test-cleanup").await else {
+    let Ok(conn) = failover_platform::queue::connect(AMQP_URL, "test-cleanup").await else {
         return;
     };
     let Ok(channel) = conn.create_channel().await else {

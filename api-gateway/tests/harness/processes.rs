@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use secrecy::ExposeSecret;
 
-use failover_core::Settings;
-use failover_core::config::QueueType;
+use failover_platform::Settings;
+use failover_platform::config::QueueType;
 
 pub type Env = Vec<(String, String)>;
 

@@ -9,7 +9,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
-use failover_core::cloudstack_signature::{self, EXPIRES_FORMAT};
+use failover_platform::cloudstack_signature::{self, EXPIRES_FORMAT};
 use serde_json::json;
 
 use super::CloudStackSim;

@@ -6,7 +6,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 
 use chrono::Utc;
-use failover_core::cloudstack_signature::EXPIRES_FORMAT;
+use failover_platform::cloudstack_signature::EXPIRES_FORMAT;
 use serde::Serialize;
 
 use super::jobs::Job;

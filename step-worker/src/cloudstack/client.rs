@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBackoff};
 use chrono::Utc;
-use failover_core::config::CloudStackSettings;
-use failover_core::telemetry::propagation;
+use failover_platform::config::CloudStackSettings;
+use failover_platform::telemetry::propagation;
 use serde_json::Value;
 use tracing::Instrument as _;
 use url::Url;

@@ -2,7 +2,7 @@
 //! envelope and the error shape coming back.
 
 use chrono::{DateTime, Utc};
-use failover_core::cloudstack_signature::{self, EXPIRES_FORMAT, java_url_encode};
+use failover_platform::cloudstack_signature::{self, EXPIRES_FORMAT, java_url_encode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};

@@ -6,8 +6,8 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use backon::Retryable;
-use failover_core::config::LinstorSettings;
-use failover_core::telemetry::propagation;
+use failover_platform::config::LinstorSettings;
+use failover_platform::telemetry::propagation;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
 use reqwest::{Method, StatusCode};
 use secrecy::ExposeSecret;

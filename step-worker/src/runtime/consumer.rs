@@ -24,8 +24,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, warn};
 
 use failover_core::pipeline::StepName;
-use failover_core::queue::{self, ConfirmedPublisher, OutgoingMessage, StepTopology};
-use failover_core::telemetry::propagation;
+use failover_platform::queue::{self, ConfirmedPublisher, OutgoingMessage, StepTopology};
+use failover_platform::telemetry::propagation;
 use failover_proto::v1 as pb;
 
 use super::Shared;

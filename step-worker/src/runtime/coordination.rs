@@ -10,7 +10,7 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{Instrument as _, warn};
 
-use failover_core::telemetry::propagation;
+use failover_platform::telemetry::propagation;
 use failover_proto::v1 as pb;
 use failover_proto::v1::step_coordination_client::StepCoordinationClient;
 

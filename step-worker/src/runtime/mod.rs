@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use failover_core::Settings;
 use failover_core::pipeline::StepName;
+use failover_platform::Settings;
 
 use crate::metrics::WorkerMetrics;
 use crate::steps::Executors;

@@ -34,7 +34,10 @@ pub async fn serve(
 
 async fn render(State(metrics): State<WorkerMetrics>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, failover_core::metrics::CONTENT_TYPE)],
+        [(
+            header::CONTENT_TYPE,
+            failover_platform::metrics::CONTENT_TYPE,
+        )],
         metrics.render(),
     )
 }

@@ -18,8 +18,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use failover_core::ErrorCode;
 use failover_core::pipeline::{StepKind, StepName};
-use failover_core::{ErrorCode, Settings};
+use failover_platform::Settings;
 use failover_proto::v1 as pb;
 
 use crate::cloudstack::{CloudStackClient, CloudStackError};

@@ -25,7 +25,7 @@
 //!   [`InjectionError::DriversNotInjected`].
 //!
 //! ```no_run
-//! # async fn demo(settings: &failover_core::config::VirtCustomizeSettings) {
+//! # async fn demo(settings: &failover_platform::config::VirtCustomizeSettings) {
 //! use step_worker::virt_customize::VirtCustomize;
 //! use tokio_util::sync::CancellationToken;
 //!
@@ -51,7 +51,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use failover_core::config::VirtCustomizeSettings;
+use failover_platform::config::VirtCustomizeSettings;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use failover_core::config::CloudStackSettings;
+use failover_platform::config::CloudStackSettings;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use simulators::cloudstack::{CloudStackSim, CloudStackSimConfig, router};

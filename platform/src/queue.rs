@@ -16,7 +16,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 
 use crate::config::{AmqpSettings, QueueType};
-use crate::pipeline::StepName;
+use failover_core::pipeline::StepName;
 
 /// Header names carried by every step message.
 pub mod headers {
