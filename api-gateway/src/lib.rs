@@ -3,14 +3,14 @@
 //! by side; they cooperate only through Postgres.
 
 pub mod db;
+pub mod dispatch;
 pub mod events;
 pub mod grpc;
 pub mod health;
 pub mod http;
-pub mod inventory;
-pub mod jobs;
 pub mod metrics;
 pub mod relay;
+pub mod service;
 pub mod timers;
 
 use std::sync::Arc;
@@ -26,7 +26,7 @@ use failover_platform::queue::StepTopology;
 use failover_proto::v1::job_status_server::JobStatusServer;
 use failover_proto::v1::step_coordination_server::StepCoordinationServer;
 
-use crate::jobs::service::FailoverService;
+use crate::service::FailoverService;
 
 /// The listeners the gateway serves on (bound by the caller, port 0 in tests).
 #[derive(Debug)]
@@ -50,8 +50,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let metrics = metrics::GatewayMetrics::new();
-    let service =
-        FailoverService::new(pool.clone(), settings.clone()).with_metrics(metrics.clone());
+    let service = FailoverService::new(pool.clone(), service::rules(&settings), metrics.clone());
     let job_events = events::JobEvents::default();
     let events_task = tokio::spawn(job_events.clone().run(pool.clone(), shutdown.clone()));
 
@@ -63,7 +62,7 @@ pub async fn run(
     )
     .with_metrics(metrics.clone());
     let relay_task = tokio::spawn(relay.run(shutdown.clone()));
-    let outbox_sampler_task = tokio::spawn(timers::run_outbox_sampler(
+    let outbox_sampler_task = tokio::spawn(timers::run_outbox_upkeep(
         pool.clone(),
         metrics.clone(),
         settings.gateway.timer_interval,
@@ -91,7 +90,7 @@ pub async fn run(
     let limits = Arc::new(
         http::rate_limit::RateLimits::new(&settings.gateway).with_metrics(metrics.clone()),
     );
-    let forget_task = tokio::spawn(timers::run_rate_limit_upkeep(
+    let forget_task = tokio::spawn(http::rate_limit::run_upkeep(
         limits.clone(),
         shutdown.clone(),
     ));

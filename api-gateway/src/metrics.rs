@@ -14,6 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use failover_core::effects::MetricEvent;
 use failover_platform::metrics as shared;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -251,6 +252,28 @@ impl GatewayMetrics {
                 step: step.to_owned(),
             })
             .inc();
+    }
+
+    /// Counts what a committed decision asked to count.
+    pub fn count(&self, event: &MetricEvent) {
+        match event {
+            MetricEvent::JobStarted { job_type } => self.job_started(job_type.as_str()),
+            MetricEvent::JobFinished {
+                job_type,
+                status,
+                seconds,
+                error,
+            } => {
+                self.job_finished(job_type.as_str(), status.as_str(), *seconds);
+                if let Some(code) = error {
+                    self.job_failed(job_type.as_str(), code.as_str());
+                }
+            }
+            MetricEvent::LeaseExpired { step } => self.lease_expired(step.as_str()),
+            MetricEvent::StepRedispatched { step, cause } => {
+                self.step_redispatched(step.as_str(), cause.as_str())
+            }
+        }
     }
 
     pub fn publish_failed(&self) {

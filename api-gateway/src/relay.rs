@@ -19,7 +19,6 @@ use sqlx::postgres::PgListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, debug, info, warn};
-use uuid::Uuid;
 
 use failover_core::pipeline::StepName;
 use failover_platform::queue::{
@@ -27,15 +26,20 @@ use failover_platform::queue::{
 };
 use failover_platform::telemetry::propagation;
 
-use crate::jobs::store::OUTBOX_CHANNEL;
+use crate::db::apply::OUTBOX_CHANNEL;
+use crate::db::outbox::OutboxRow;
+use crate::db::{self, StoreError};
 use crate::metrics::GatewayMetrics;
 
-const BATCH: i64 = 50;
+/// Rows one publish round takes; their confirms are all in flight at once.
+const BATCH: i64 = 200;
 
 #[derive(Debug, thiserror::Error)]
 enum RelayError {
     #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[from] StoreError),
+    #[error("database: {0}")]
+    Listener(#[from] sqlx::Error),
     #[error("broker: {0}")]
     Broker(#[from] QueueError),
 }
@@ -47,19 +51,6 @@ pub struct OutboxRelay {
     topology: StepTopology,
     poll_interval: Duration,
     metrics: GatewayMetrics,
-}
-
-#[derive(Debug, sqlx::FromRow)]
-struct OutboxRow {
-    id: i64,
-    job_id: String,
-    step_name: String,
-    attempt: i32,
-    correlation_id: Uuid,
-    routing_key: String,
-    payload: Vec<u8>,
-    traceparent: Option<String>,
-    vm_id: Option<Uuid>,
 }
 
 impl OutboxRelay {
@@ -149,36 +140,19 @@ impl OutboxRelay {
         }
     }
 
-    /// Publishes the due rows of one batch; returns how many.
+    /// Publishes the due rows of one batch, every confirm in flight at
+    /// once; returns how many.
     async fn publish_due(&self, publisher: &ConfirmedPublisher) -> Result<usize, RelayError> {
-        let mut tx = self.pool.begin().await?;
-        let rows: Vec<OutboxRow> = sqlx::query_as(
-            "SELECT o.id, o.job_id, o.step_name, o.attempt, o.correlation_id, o.routing_key,
-                    o.payload, o.traceparent, j.vm_id
-             FROM outbox o LEFT JOIN failover_jobs j ON j.job_id = o.job_id
-             WHERE o.published_at IS NULL AND o.available_at <= now()
-             ORDER BY o.id LIMIT $1 FOR UPDATE OF o SKIP LOCKED",
-        )
-        .bind(BATCH)
-        .fetch_all(&mut *tx)
-        .await?;
+        let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
+        let rows = db::outbox::take_due(&mut tx, BATCH).await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
         let exchange = self.topology.exchange();
-        let mut published = 0;
+        let mut sent = Vec::with_capacity(rows.len());
+        let mut failure = None;
         for row in &rows {
-            let span = tracing::info_span!(
-                "outbox.publish",
-                otel.name = %format!("publish {}", row.routing_key),
-                otel.kind = "producer",
-                messaging.system = "rabbitmq",
-                messaging.destination.name = %exchange,
-                messaging.rabbitmq.destination.routing_key = %row.routing_key,
-                correlation_id = %row.correlation_id,
-                job_id = %row.job_id,
-                vm_id = row.vm_id.map(tracing::field::display),
-                step = %row.step_name,
-                attempt = row.attempt,
-            );
-            propagation::continue_stored(&span, row.traceparent.as_deref());
+            let span = publish_span(&exchange, row);
             let message_id = format!("{}/{}/{}", row.job_id, row.step_name, row.attempt);
             let mut headers = vec![
                 (
@@ -190,8 +164,8 @@ impl OutboxRelay {
                 (queue::headers::ATTEMPT, row.attempt.to_string()),
             ];
             headers.extend(propagation::headers(&span));
-            let result = publisher
-                .publish(OutgoingMessage {
+            let pending = publisher
+                .send(OutgoingMessage {
                     exchange: &exchange,
                     routing_key: &row.routing_key,
                     payload: &row.payload,
@@ -200,32 +174,68 @@ impl OutboxRelay {
                 })
                 .instrument(span.clone())
                 .await;
-            if let Err(e) = result {
-                self.metrics.publish_failed();
-                span.in_scope(|| warn!(error = %e, "step publish failed"));
-                sqlx::query(
-                    "UPDATE outbox SET publish_attempts = publish_attempts + 1, last_error = $2 WHERE id = $1",
-                )
-                .bind(row.id)
-                .bind(e.to_string())
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                return Err(e.into());
+            match pending {
+                Ok(pending) => sent.push((row, span, pending)),
+                Err(e) => {
+                    span.in_scope(|| warn!(error = %e, "step publish failed"));
+                    failure = Some(e);
+                    break;
+                }
             }
-            sqlx::query(
-                "UPDATE outbox SET published_at = now(), publish_attempts = publish_attempts + 1 WHERE id = $1",
-            )
-            .bind(row.id)
-            .execute(&mut *tx)
-            .await?;
-            self.metrics.published(&row.step_name);
-            span.in_scope(|| debug!("step published"));
-            published += 1;
         }
-        tx.commit().await?;
-        Ok(published)
+        let mut published = Vec::with_capacity(sent.len());
+        let mut refused = Vec::new();
+        for (row, span, pending) in sent {
+            match pending.confirmed().await {
+                Ok(()) => {
+                    self.metrics.published(&row.step_name);
+                    span.in_scope(|| debug!("step published"));
+                    published.push(row.id);
+                }
+                Err(e) => {
+                    span.in_scope(|| warn!(error = %e, "step publish not confirmed"));
+                    refused.push(row.id);
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        db::outbox::mark_published(&mut tx, &published).await?;
+        if let Some(e) = &failure {
+            self.metrics.publish_failed();
+            let unsent: Vec<i64> = rows
+                .iter()
+                .map(|r| r.id)
+                .filter(|id| !published.contains(id))
+                .collect();
+            db::outbox::mark_failed(&mut tx, &unsent, &e.to_string()).await?;
+            let _ = refused;
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        match failure {
+            Some(e) => Err(e.into()),
+            None => Ok(published.len()),
+        }
     }
+}
+
+/// The producer span of one publish, in the trace of the transition that
+/// dispatched the step.
+fn publish_span(exchange: &str, row: &OutboxRow) -> tracing::Span {
+    let span = tracing::info_span!(
+        "outbox.publish",
+        otel.name = %format!("publish {}", row.routing_key),
+        otel.kind = "producer",
+        messaging.system = "rabbitmq",
+        messaging.destination.name = %exchange,
+        messaging.rabbitmq.destination.routing_key = %row.routing_key,
+        correlation_id = %row.correlation_id,
+        job_id = %row.job_id,
+        vm_id = row.vm_id.map(tracing::field::display),
+        step = %row.step_name,
+        attempt = row.attempt,
+    );
+    propagation::continue_stored(&span, row.traceparent.as_deref());
+    span
 }
 
 /// Samples the ready messages of every step queue, at most once per

@@ -4,14 +4,13 @@
 //! it happens once.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::http::rate_limit::RateLimits;
-use crate::jobs::service::{FailoverService, ServiceError};
+use crate::db;
+use crate::service::{FailoverService, ServiceError};
 
 /// Runs `tick` every `interval` until `shutdown`; a failed tick is logged
 /// and the next one tries again.
@@ -59,41 +58,29 @@ pub async fn run_auto_cleanup(
     .await;
 }
 
-/// Forgets idle clients of the rate limiter once a minute.
-pub async fn run_rate_limit_upkeep(limits: Arc<RateLimits>, shutdown: CancellationToken) {
-    every(
-        "rate-limit-upkeep",
-        Duration::from_secs(60),
-        shutdown,
-        || {
-            limits.forget_idle_clients();
-            std::future::ready(Ok::<(), ServiceError>(()))
-        },
-    )
-    .await;
-}
+/// How long published outbox rows are kept (for inspection) before they are purged.
+const OUTBOX_RETENTION: Duration = Duration::from_secs(3600);
 
-/// Samples the outbox for the metrics: dispatches due but unpublished,
-/// dispatches waiting for their backoff, and the age of the oldest due one.
-pub async fn run_outbox_sampler(
+/// Samples the outbox for the metrics (dispatches due but unpublished,
+/// dispatches waiting for their backoff, the age of the oldest due one)
+/// and purges rows published long ago.
+pub async fn run_outbox_upkeep(
     pool: sqlx::PgPool,
     metrics: crate::metrics::GatewayMetrics,
     interval: Duration,
     shutdown: CancellationToken,
 ) {
+    let mut next_purge = tokio::time::Instant::now();
     loop {
-        let sample: Result<(i64, i64, f64), sqlx::Error> = sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE available_at <= now()),
-                    count(*) FILTER (WHERE available_at > now()),
-                    COALESCE(EXTRACT(EPOCH FROM now() - min(available_at)
-                             FILTER (WHERE available_at <= now())), 0)::float8
-             FROM outbox WHERE published_at IS NULL",
-        )
-        .fetch_one(&pool)
-        .await;
-        match sample {
+        match db::outbox::sample(&pool).await {
             Ok((due, delayed, oldest)) => metrics.set_outbox(due, delayed, oldest),
             Err(e) => tracing::debug!(error = %e, "outbox sample failed"),
+        }
+        if tokio::time::Instant::now() >= next_purge {
+            next_purge = tokio::time::Instant::now() + Duration::from_secs(60);
+            if let Err(e) = db::outbox::purge_published(&pool, OUTBOX_RETENTION).await {
+                tracing::debug!(error = %e, "outbox purge failed");
+            }
         }
         tokio::select! {
             () = shutdown.cancelled() => return,

@@ -129,6 +129,18 @@ impl StepStatus {
     }
 }
 
+impl std::fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for StepStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepState {
     pub name: StepName,
@@ -674,7 +686,16 @@ pub fn apply(job: &JobState, event: &Event, policy: &RetryPolicy) -> Result<Tran
             }
         }
         Event::Failed { failure, .. } => {
-            fail_or_retry(job, &mut transition, name, attempt, failure.clone(), policy);
+            let delay = policy.backoff(attempt);
+            fail_or_retry(
+                job,
+                &mut transition,
+                name,
+                attempt,
+                failure.clone(),
+                policy,
+                delay,
+            );
         }
         Event::LeaseExpired { .. } => {
             let failure = StepFailure {
@@ -684,7 +705,17 @@ pub fn apply(job: &JobState, event: &Event, policy: &RetryPolicy) -> Result<Tran
                 ),
                 retryable: true,
             };
-            fail_or_retry(job, &mut transition, name, attempt, failure, policy);
+            // The step did not fail: its worker went away. Another one takes
+            // it at once; the lease already was the wait.
+            fail_or_retry(
+                job,
+                &mut transition,
+                name,
+                attempt,
+                failure,
+                policy,
+                Duration::ZERO,
+            );
         }
         Event::Start | Event::CancelRequested | Event::RetryRequested => unreachable!(),
     }
@@ -796,10 +827,10 @@ fn fail_or_retry(
     attempt: u32,
     failure: StepFailure,
     policy: &RetryPolicy,
+    delay: Duration,
 ) {
     let stopping = job.cancel_requested && !step.is_compensation();
     if failure.retryable && attempt < policy.max_attempts && !stopping {
-        let delay = policy.backoff(attempt);
         transition.step_updates.push(StepUpdate {
             step,
             status: StepStatus::Queued,

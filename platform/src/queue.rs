@@ -204,7 +204,14 @@ impl ConfirmedPublisher {
         &self.channel
     }
 
+    /// Publishes `message` and waits for the broker's confirm.
     pub async fn publish(&self, message: OutgoingMessage<'_>) -> Result<(), QueueError> {
+        self.send(message).await?.confirmed().await
+    }
+
+    /// Sends `message` without waiting for its confirm: many can be in
+    /// flight at once; each [`Pending`] resolves when the broker holds it.
+    pub async fn send(&self, message: OutgoingMessage<'_>) -> Result<Pending, QueueError> {
         let mut headers = FieldTable::default();
         for (name, value) in &message.headers {
             headers.insert((*name).into(), long_string(value));
@@ -223,9 +230,19 @@ impl ConfirmedPublisher {
                 message.payload,
                 properties,
             )
-            .await?
             .await?;
-        if confirm.is_ack() {
+        Ok(Pending(confirm))
+    }
+}
+
+/// A message sent, its confirm not in yet.
+#[derive(Debug)]
+pub struct Pending(lapin::PublisherConfirm);
+
+impl Pending {
+    /// Waits for the broker's answer: held (ack) or refused (nack).
+    pub async fn confirmed(self) -> Result<(), QueueError> {
+        if self.0.await?.is_ack() {
             Ok(())
         } else {
             Err(QueueError::Nacked)

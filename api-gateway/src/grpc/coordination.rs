@@ -6,14 +6,15 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use failover_core::ErrorCode;
+use failover_core::coordination::StepOutcome;
 use failover_core::orchestration::StepFailure;
 use failover_core::pipeline::StepName;
 use failover_platform::telemetry::propagation;
 use failover_proto::v1 as pb;
 use failover_proto::v1::step_coordination_server::StepCoordination;
 
-use super::{invalid, status};
-use crate::jobs::service::{FailoverService, StepOutcome, Verdict};
+use super::{invalid, to_status};
+use crate::service::{FailoverService, Verdict};
 
 #[derive(Debug, Clone)]
 pub struct StepCoordinationService {
@@ -100,23 +101,23 @@ impl StepCoordination for StepCoordinationService {
             .claim(&req.job_id, step, req.attempt, worker(&req.worker_id)?)
             .instrument(span.clone())
             .await
-            .map_err(status)?;
+            .map_err(to_status)?;
         let lease_ms = u64::try_from(self.service.lease_duration().as_millis()).unwrap_or(u64::MAX);
         span.in_scope(|| tracing::info!(worker_id = %req.worker_id, ?verdict, "claim"));
         Ok(Response::new(match verdict {
-            Verdict::Accepted => pb::ClaimStepResponse {
+            Verdict::Accepted(()) => pb::ClaimStepResponse {
                 granted: true,
                 reason: String::new(),
                 lease_ms,
                 unknown_job: false,
             },
-            Verdict::Refused(reason) => pb::ClaimStepResponse {
+            Verdict::Refused(refusal) => pb::ClaimStepResponse {
                 granted: false,
-                reason,
+                reason: refusal.to_string(),
                 lease_ms: 0,
                 unknown_job: false,
             },
-            Verdict::UnknownJob => pb::ClaimStepResponse {
+            Verdict::UnknownJob | Verdict::Replayed(_) => pb::ClaimStepResponse {
                 granted: false,
                 reason: format!("job {} does not exist", req.job_id),
                 lease_ms: 0,
@@ -140,7 +141,7 @@ impl StepCoordination for StepCoordinationService {
         span.record("worker_id", req.worker_id.as_str());
         let step = step_name(&req.step_name)?;
         let message = (!req.message.is_empty()).then_some(req.message.as_str());
-        let (held, cancel_requested) = self
+        let answer = self
             .service
             .heartbeat(
                 &req.job_id,
@@ -152,10 +153,10 @@ impl StepCoordination for StepCoordinationService {
             )
             .instrument(span)
             .await
-            .map_err(status)?;
+            .map_err(to_status)?;
         Ok(Response::new(pb::HeartbeatResponse {
-            lease_held: held,
-            cancel_requested,
+            lease_held: answer.held,
+            cancel_requested: answer.cancel_requested,
             lease_ms: u64::try_from(self.service.lease_duration().as_millis()).unwrap_or(u64::MAX),
         }))
     }
@@ -205,18 +206,18 @@ impl StepCoordination for StepCoordinationService {
             )
             .instrument(span.clone())
             .await
-            .map_err(status)?;
+            .map_err(to_status)?;
         span.in_scope(|| tracing::info!(worker_id = %req.worker_id, ?verdict, "report"));
         Ok(Response::new(match verdict {
-            Verdict::Accepted => pb::ReportStepResponse {
+            Verdict::Accepted(()) => pb::ReportStepResponse {
                 accepted: true,
                 reason: String::new(),
             },
-            Verdict::Refused(reason) => pb::ReportStepResponse {
+            Verdict::Refused(refusal) => pb::ReportStepResponse {
                 accepted: false,
-                reason,
+                reason: refusal.to_string(),
             },
-            Verdict::UnknownJob => pb::ReportStepResponse {
+            Verdict::UnknownJob | Verdict::Replayed(_) => pb::ReportStepResponse {
                 accepted: false,
                 reason: format!("job {} does not exist", req.job_id),
             },

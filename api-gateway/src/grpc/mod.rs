@@ -1,5 +1,7 @@
 //! gRPC services: step coordination for workers, job status for dashboards.
+//! Conversions to and from the protobuf messages live in [`convert`].
 
+mod convert;
 mod coordination;
 mod status;
 mod watch;
@@ -10,7 +12,7 @@ pub use status::JobStatusService;
 use failover_core::error_codes::{ErrorCode, GrpcCode};
 use tonic::Status;
 
-use crate::jobs::service::ServiceError;
+use crate::service::ServiceError;
 
 fn code(code: ErrorCode) -> tonic::Code {
     match code.grpc_code() {
@@ -25,24 +27,17 @@ fn code(code: ErrorCode) -> tonic::Code {
     }
 }
 
-/// The status of a service error; internals stay in the log.
-pub fn status(err: ServiceError) -> Status {
-    let error_code = match &err {
-        ServiceError::VmNotFound { .. } => ErrorCode::VmNotFound,
-        ServiceError::JobNotFound(_) => ErrorCode::JobNotFound,
-        ServiceError::VmBusy { .. } => ErrorCode::VmBusy,
-        ServiceError::Conflict { .. } => ErrorCode::Conflict,
-        ServiceError::Store(store) if store.is_unavailable() => ErrorCode::ServiceUnavailable,
-        ServiceError::Store(_) => ErrorCode::InternalError,
-    };
-    let message = match error_code {
-        ErrorCode::InternalError => {
-            tracing::error!(error = %err, "grpc call failed");
-            "internal error".to_owned()
-        }
-        _ => err.to_string(),
-    };
-    Status::new(code(error_code), format!("{error_code}: {message}"))
+/// The status of a service error, by the error's one code; internals stay
+/// in the log.
+pub fn to_status(err: ServiceError) -> Status {
+    let error_code = err.code();
+    if error_code == ErrorCode::InternalError {
+        tracing::error!(error = %err, "grpc call failed");
+    }
+    Status::new(
+        code(error_code),
+        format!("{error_code}: {}", err.public_message()),
+    )
 }
 
 pub fn invalid(message: impl Into<String>) -> Status {

@@ -18,14 +18,13 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
+use failover_core::StepStatus;
 use failover_proto::v1 as pb;
-use failover_proto::v1::job_event::Kind;
 
-use super::status::{job_message, timestamp};
+use super::convert::{progress, snapshot, transition};
+use crate::db::jobs::{JobDetail, JobFilter};
 use crate::events::JobEvents;
-use crate::jobs::model::JobDetail;
-use crate::jobs::service::FailoverService;
-use crate::jobs::store::{self, JobFilter, TrackingRow};
+use crate::service::FailoverService;
 
 pub type EventSender = mpsc::Sender<Result<pb::JobEvent, Status>>;
 
@@ -38,56 +37,6 @@ const DISCOVERY_WINDOW: Duration = Duration::from_secs(600);
 /// How many ended jobs a watcher of many jobs remembers, so that a late
 /// change of one (its cleanup being linked) continues where it stopped.
 const ENDED_REMEMBERED: usize = 10_000;
-
-fn snapshot(detail: &JobDetail, sequence: i64) -> pb::JobEvent {
-    let job = job_message(&detail.job, &detail.steps);
-    pb::JobEvent {
-        kind: Kind::Snapshot as i32,
-        sequence: u64::try_from(sequence).unwrap_or_default(),
-        job_id: job.job_id.clone(),
-        status: job.status.clone(),
-        at: timestamp(Some(detail.job.updated_at)),
-        job: Some(job),
-        ..Default::default()
-    }
-}
-
-fn transition(detail: &JobDetail, row: &TrackingRow) -> pb::JobEvent {
-    let job = job_message(&detail.job, &detail.steps);
-    let step_name = row
-        .operation
-        .strip_prefix("step.")
-        .unwrap_or_default()
-        .to_owned();
-    let details = row.details.clone().unwrap_or_default();
-    let progress = job
-        .steps
-        .iter()
-        .find(|s| s.step_name == step_name)
-        .map(|s| s.progress_percent)
-        .unwrap_or_default();
-    pb::JobEvent {
-        kind: Kind::Transition as i32,
-        sequence: u64::try_from(row.id).unwrap_or_default(),
-        job_id: job.job_id.clone(),
-        step_name,
-        status: row.status.clone(),
-        attempt: details["attempt"].as_u64().unwrap_or_default() as u32,
-        progress_percent: if row.status == "completed" {
-            100
-        } else {
-            progress
-        },
-        message: details["message"].as_str().unwrap_or_default().to_owned(),
-        error_code: details["error_code"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-        error_message: row.error_message.clone().unwrap_or_default(),
-        at: timestamp(Some(row.created_at)),
-        job: Some(job),
-    }
-}
 
 /// Where one job's watcher stands.
 #[derive(Debug, Default)]
@@ -105,7 +54,7 @@ impl Cursor {
         };
         for step in &detail.steps {
             cursor.progress.insert(
-                step.step_name.clone(),
+                step.step_name.as_str().to_owned(),
                 (
                     u32::try_from(step.progress).unwrap_or_default(),
                     step.message.clone().unwrap_or_default(),
@@ -121,9 +70,10 @@ impl Cursor {
         service: &FailoverService,
         detail: &JobDetail,
     ) -> Result<Vec<pb::JobEvent>, Status> {
-        let rows = store::tracking_since(service.pool(), &detail.job.job_id, self.sequence)
+        let rows = service
+            .changes_since(&detail.job.job_id, self.sequence)
             .await
-            .map_err(|e| super::status(e.into()))?;
+            .map_err(super::to_status)?;
         let mut events: Vec<pb::JobEvent> = rows.iter().map(|r| transition(detail, r)).collect();
         if let Some(last) = rows.last() {
             self.sequence = last.id;
@@ -133,30 +83,19 @@ impl Cursor {
                 u32::try_from(step.progress).unwrap_or_default(),
                 step.message.clone().unwrap_or_default(),
             );
-            let before = self.progress.insert(step.step_name.clone(), now.clone());
-            if step.status == "running" && before.is_some_and(|b| b != now) {
-                let job = job_message(&detail.job, &detail.steps);
-                events.push(pb::JobEvent {
-                    kind: Kind::Progress as i32,
-                    sequence: u64::try_from(self.sequence).unwrap_or_default(),
-                    job_id: job.job_id.clone(),
-                    step_name: step.step_name.clone(),
-                    status: step.status.clone(),
-                    attempt: u32::try_from(step.attempt).unwrap_or_default(),
-                    progress_percent: now.0,
-                    message: now.1,
-                    at: timestamp(Some(chrono::Utc::now())),
-                    job: Some(job),
-                    ..Default::default()
-                });
+            let before = self
+                .progress
+                .insert(step.step_name.as_str().to_owned(), now.clone());
+            if step.status == StepStatus::Running && before.is_some_and(|b| b != now) {
+                events.push(progress(detail, step, self.sequence));
             }
         }
         Ok(events)
     }
 }
 
-fn terminal(status: &str) -> bool {
-    matches!(status, "completed" | "failed" | "cancelled")
+fn terminal(detail: &JobDetail) -> bool {
+    detail.job.status.is_terminal()
 }
 
 /// Reads `job_id` and the position of its last recorded change.
@@ -166,10 +105,11 @@ async fn read_with_sequence(
 ) -> Result<(JobDetail, i64), Status> {
     // The sequence first: a change recorded in between is then sent again
     // as a transition, never lost.
-    let sequence = store::last_tracking_id(service.pool(), job_id)
+    let sequence = service
+        .last_change(job_id)
         .await
-        .map_err(|e| super::status(e.into()))?;
-    let detail = service.get_job(job_id).await.map_err(super::status)?;
+        .map_err(super::to_status)?;
+    let detail = service.job_detail(job_id).await.map_err(super::to_status)?;
     Ok((detail, sequence))
 }
 
@@ -196,7 +136,7 @@ impl JobWatch {
         Ok(JobWatch {
             first: snapshot(&detail, sequence),
             cursor: Cursor::at(sequence, &detail),
-            done: terminal(&detail.job.status),
+            done: terminal(&detail),
             service,
             changes,
             job_id,
@@ -232,15 +172,15 @@ impl JobWatch {
             }
             let detail = self
                 .service
-                .get_job(&self.job_id)
+                .job_detail(&self.job_id)
                 .await
-                .map_err(super::status)?;
+                .map_err(super::to_status)?;
             for event in self.cursor.advance(&self.service, &detail).await? {
                 if out.send(Ok(event)).await.is_err() {
                     return Ok(());
                 }
             }
-            self.done = terminal(&detail.job.status);
+            self.done = terminal(&detail);
         }
         Ok(())
     }
@@ -271,7 +211,7 @@ impl JobsWatch {
     ) -> Result<Self, Status> {
         let changes = events.subscribe();
         let opened_at = Utc::now();
-        let (jobs, _) = service.list_jobs(&filter).await.map_err(super::status)?;
+        let (jobs, _) = service.list_jobs(&filter).await.map_err(super::to_status)?;
         let mut watch = JobsWatch {
             service,
             changes,
@@ -286,7 +226,7 @@ impl JobsWatch {
             let (detail, sequence) = read_with_sequence(&watch.service, &row.job_id).await?;
             watch.first.push(snapshot(&detail, sequence));
             let cursor = Cursor::at(sequence, &detail);
-            watch.keep(&row.job_id, cursor, terminal(&detail.job.status));
+            watch.keep(&row.job_id, cursor, terminal(&detail));
         }
         Ok(watch)
     }
@@ -370,10 +310,10 @@ impl JobsWatch {
 
     /// Sends what changed of `job_id`; false when the client went away.
     async fn send_changes(&mut self, job_id: &str, out: &EventSender) -> Result<bool, Status> {
-        let Ok(detail) = self.service.get_job(job_id).await else {
+        let Ok(detail) = self.service.job_detail(job_id).await else {
             return Ok(true);
         };
-        if !matches_filter(&detail, &self.filter) {
+        if !self.filter.matches(&detail.job) {
             return Ok(true);
         }
         let (mut cursor, mut events) = match (self.cursors.remove(job_id), self.ended.get(job_id)) {
@@ -392,7 +332,7 @@ impl JobsWatch {
             (None, None) => (Cursor::default(), Vec::new()),
         };
         events.extend(cursor.advance(&self.service, &detail).await?);
-        self.keep(job_id, cursor, terminal(&detail.job.status));
+        self.keep(job_id, cursor, terminal(&detail));
         for event in events {
             if out.send(Ok(event)).await.is_err() {
                 return Ok(false);
@@ -400,14 +340,4 @@ impl JobsWatch {
         }
         Ok(true)
     }
-}
-
-fn matches_filter(detail: &JobDetail, filter: &JobFilter) -> bool {
-    let job = &detail.job;
-    filter.status.as_ref().is_none_or(|s| &job.status == s)
-        && filter.job_type.as_ref().is_none_or(|t| &job.job_type == t)
-        && filter.vm_id.is_none_or(|v| job.vm_id == v)
-        && filter
-            .correlation_id
-            .is_none_or(|c| job.correlation_id == c)
 }

@@ -11,8 +11,7 @@ use uuid::Uuid;
 
 use failover_core::ErrorCode;
 
-use crate::db::StoreError;
-use crate::jobs::service::ServiceError;
+use crate::service::ServiceError;
 
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -24,6 +23,8 @@ pub struct ApiError {
     pub correlation_id: Option<Uuid>,
     /// Extra facts for the caller (every validation problem, say).
     pub problems: Vec<String>,
+    /// Suggestions of this answer before the code's own.
+    pub hints: Vec<String>,
 }
 
 impl ApiError {
@@ -36,11 +37,17 @@ impl ApiError {
             job_id: None,
             correlation_id: None,
             problems: Vec::new(),
+            hints: Vec::new(),
         }
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidRequest, message)
+    }
+
+    /// Every problem of a request, in one 400.
+    pub fn problems(what: &str, problems: Vec<String>) -> Self {
+        Self::invalid(format!("{what}: {}", problems.join("; "))).with_problems(problems)
     }
 
     pub fn with_vm(mut self, vm_id: impl ToString) -> Self {
@@ -63,6 +70,11 @@ impl ApiError {
         self
     }
 
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hints.push(hint.into());
+        self
+    }
+
     pub fn status(&self) -> StatusCode {
         StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
@@ -80,13 +92,19 @@ impl ApiError {
         if !self.problems.is_empty() {
             details["problems"] = json!(self.problems);
         }
+        let suggestions: Vec<&str> = self
+            .hints
+            .iter()
+            .map(String::as_str)
+            .chain(self.code.suggestions().iter().copied())
+            .collect();
         json!({
             "success": false,
             "error": self.message,
             "error_code": self.code.as_str(),
             "details": details,
             "troubleshooting": {
-                "suggestions": self.code.suggestions(),
+                "suggestions": suggestions,
                 "documentation": self.code.documentation(),
             }
         })
@@ -103,39 +121,26 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(err: StoreError) -> Self {
-        if err.is_unavailable() {
-            tracing::error!(error = %err, "database unavailable");
-            ApiError::new(
-                ErrorCode::ServiceUnavailable,
-                "The orchestrator's database is unavailable; the request was not accepted",
-            )
-        } else {
-            tracing::error!(error = %err, "database error");
-            ApiError::new(ErrorCode::InternalError, "Internal error")
-        }
-    }
-}
-
 impl From<ServiceError> for ApiError {
     fn from(err: ServiceError) -> Self {
-        match err {
-            ServiceError::VmNotFound { vm_id, reason } => {
-                ApiError::new(ErrorCode::VmNotFound, reason).with_vm(vm_id)
-            }
-            ServiceError::JobNotFound(job_id) => {
-                ApiError::new(ErrorCode::JobNotFound, format!("Job {job_id} not found"))
-                    .with_job(job_id)
-            }
-            ServiceError::VmBusy {
-                message,
-                active_job,
-            } => ApiError::new(ErrorCode::VmBusy, message).with_job(active_job),
-            ServiceError::Conflict { message, job_id } => {
-                ApiError::new(ErrorCode::Conflict, message).with_job(job_id)
-            }
-            ServiceError::Store(store) => store.into(),
+        let code = err.code();
+        match code {
+            ErrorCode::ServiceUnavailable => tracing::error!(error = %err, "database unavailable"),
+            ErrorCode::InternalError => tracing::error!(error = %err, "request failed"),
+            _ => {}
         }
+        let mut api = ApiError::new(code, err.public_message());
+        if let Some(vm_id) = err.vm_id() {
+            api = api.with_vm(vm_id);
+        }
+        if let Some(job_id) = err.job_id() {
+            api = api.with_job(job_id);
+        }
+        if let ServiceError::VmBusy { active_job, .. } = &err {
+            api = api.with_hint(format!(
+                "Inspect the active job: GET /api/v1/failover/jobs/{active_job}; a test failover that is up is cleaned up with POST /api/v1/failover/jobs/{active_job}/cleanup"
+            ));
+        }
+        api
     }
 }

@@ -3,22 +3,22 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::{Extension, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use serde::Deserialize;
-use serde_json::json;
 use uuid::Uuid;
 
+use failover_core::admission::FailoverRequest as StartRequest;
 use failover_core::pipeline::{JobType, SkipFlags};
 
 use super::AppState;
+use super::answers::{AcceptedView, accepted_response, answer};
 use super::correlation::CorrelationId;
 use super::error::ApiError;
 use super::extract::ApiJson;
-use super::idempotency;
-use crate::jobs::service::{Accepted, StartFailover, Started};
+use super::idempotency::{self, Kind};
+use crate::service::admission::Started;
 
 /// The longest test a request may ask for.
 const MAX_TEST_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -61,7 +61,7 @@ fn parse(
     job_type: JobType,
     body: FailoverRequest,
     correlation_id: Uuid,
-) -> Result<StartFailover, ApiError> {
+) -> Result<StartRequest, ApiError> {
     let mut problems = Vec::new();
     let vm_id = Uuid::parse_str(body.vm_id.trim()).ok();
     if vm_id.is_none() {
@@ -77,7 +77,7 @@ fn parse(
             Ok(d) if d > MAX_TEST_DURATION => {
                 problems.push("test_duration must be at most 30 days".into())
             }
-            Ok(_) => test_duration = Some(text.trim().to_owned()),
+            Ok(d) => test_duration = Some((text.trim().to_owned(), d)),
             Err(e) => problems.push(format!(
                 "test_duration {text:?} is not a duration like \"30m\" or \"2h\": {e}"
             )),
@@ -96,12 +96,10 @@ fn parse(
     }
     if !problems.is_empty() {
         return Err(
-            ApiError::invalid(format!("Invalid request: {}", problems.join("; ")))
-                .with_problems(problems)
-                .with_correlation(correlation_id),
+            ApiError::problems("Invalid request", problems).with_correlation(correlation_id)
         );
     }
-    Ok(StartFailover {
+    Ok(StartRequest {
         job_type,
         vm_id: vm_id.expect("checked above"),
         vm_name: body.vm_name.trim().to_owned(),
@@ -138,58 +136,6 @@ pub async fn start_live(
     start(state, JobType::Live, correlation, headers, body).await
 }
 
-/// The documented answer to an accepted failover.
-fn answer(
-    command: &StartFailover,
-    accepted: &Accepted,
-    estimated_test_duration: std::time::Duration,
-) -> serde_json::Value {
-    let job_type = command.job_type;
-    let mut data = json!({
-        "correlation_id": command.correlation_id,
-        "job_type": job_type.as_str(),
-        "snapshot_protection": !command.skips.skip_snapshot,
-        "status": accepted.status.as_str(),
-        "virtio_injection": !command.skips.skip_virtio_injection,
-        "vm_id": accepted.vm_id,
-        "vm_name": command.vm_name,
-        "rollback_on_failure": command.rollback_on_failure,
-    });
-    if let Some(other) = &accepted.waiting_for {
-        data["waiting_for"] = json!(other);
-    }
-    let mut body = json!({
-        "success": true,
-        "job_id": accepted.job_id,
-    });
-    match job_type {
-        JobType::Test => {
-            let estimated = command
-                .test_duration
-                .clone()
-                .unwrap_or_else(|| humantime::format_duration(estimated_test_duration).to_string());
-            body["message"] = json!(match (
-                command.skips.skip_snapshot,
-                command.skips.skip_virtio_injection
-            ) {
-                (false, false) =>
-                    "Test failover initiated successfully with snapshot protection and VirtIO injection",
-                (false, true) => "Test failover initiated successfully with snapshot protection",
-                (true, false) => "Test failover initiated successfully with VirtIO injection",
-                (true, true) => "Test failover initiated successfully",
-            });
-            body["estimated_duration"] = json!(estimated);
-            data["auto_cleanup"] = json!(command.auto_cleanup);
-            data["test_duration"] = json!(command.test_duration);
-        }
-        _ => {
-            body["message"] = json!("Live failover initiated successfully");
-        }
-    }
-    body["data"] = data;
-    body
-}
-
 async fn start(
     state: AppState,
     job_type: JobType,
@@ -198,9 +144,12 @@ async fn start(
     raw: serde_json::Value,
 ) -> Result<Response, ApiError> {
     let endpoint = format!("/api/v1/failover/{job_type}");
-    let (idempotency, replayed) =
-        idempotency::check(&state.service, &headers, &endpoint, &raw, correlation.0).await?;
-    if let Some(replayed) = replayed {
+    let key = idempotency::key(&headers, &endpoint, &raw)
+        .map_err(|e| e.with_correlation(correlation.0))?;
+    if let Some(replayed) = idempotency::replay(&state, key.as_ref(), Kind::Start)
+        .await
+        .map_err(|e| e.with_correlation(correlation.0))?
+    {
         return Ok(replayed);
     }
     let body: FailoverRequest = serde_json::from_value(raw).map_err(|e| {
@@ -208,12 +157,9 @@ async fn start(
     })?;
     let command = parse(job_type, body, correlation.0)?;
     let vm_id = command.vm_id;
-    let estimated = state.settings.gateway.estimated_test_duration;
-    let render_command = command.clone();
-    let render = move |accepted: &Accepted| (202u16, answer(&render_command, accepted, estimated));
     let started = state
         .service
-        .start(command.clone(), idempotency.as_ref(), &render)
+        .start(command.clone(), key.as_ref())
         .await
         .map_err(|e| {
             ApiError::from(e)
@@ -221,36 +167,33 @@ async fn start(
                 .with_correlation(correlation.0)
         })?;
     let accepted = match started {
-        Started::New(accepted) => {
-            tracing::Span::current()
-                .record("job_id", accepted.job_id.as_str())
-                .record("vm_id", tracing::field::display(accepted.vm_id));
-            accepted
-        }
-        Started::Replayed(stored) => {
-            let key = idempotency.expect("a replay needs a key");
-            return idempotency::stored_answer(&key, stored)
-                .map_err(|e| e.with_correlation(correlation.0));
+        Started::New(accepted) => accepted,
+        Started::Replayed(remembered) => {
+            return idempotency::answer(
+                &state,
+                key.as_ref().expect("a replay has a key"),
+                Kind::Start,
+                remembered,
+            )
+            .await
+            .map_err(|e| e.with_correlation(correlation.0));
         }
     };
+    tracing::Span::current()
+        .record("job_id", accepted.job_id.as_str())
+        .record("vm_id", tracing::field::display(accepted.vm_id));
+    let estimated = state.settings.gateway.estimated_test_duration;
     Ok(accepted_response(
         &accepted.job_id,
-        answer(&command, &accepted, estimated),
+        answer(&AcceptedView::of(&command, &accepted), estimated),
     ))
-}
-
-/// 202 with a `Location` of the job.
-pub fn accepted_response(job_id: &str, body: serde_json::Value) -> Response {
-    let mut headers = HeaderMap::new();
-    if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/failover/jobs/{job_id}")) {
-        headers.insert(header::LOCATION, location);
-    }
-    (StatusCode::ACCEPTED, headers, Json(body)).into_response()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::StatusCode;
+    use serde_json::json;
 
     fn body(json: serde_json::Value) -> FailoverRequest {
         serde_json::from_value(json).expect("well-formed")
@@ -283,7 +226,10 @@ mod tests {
             Uuid::nil(),
         )
         .unwrap();
-        assert_eq!(cmd.test_duration.as_deref(), Some("1h"));
+        assert_eq!(
+            cmd.test_duration.as_ref().map(|(t, _)| t.as_str()),
+            Some("1h")
+        );
         assert_eq!(cmd.network_mappings["VM Network"], "net-1");
         assert!(cmd.auto_cleanup);
     }

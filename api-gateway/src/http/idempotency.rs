@@ -1,7 +1,8 @@
 //! `Idempotency-Key` on the POST endpoints: a repeated request with the same
 //! key and body gets the original answer and starts nothing new; the same
-//! key with another body is refused. The answer of a request that starts a
-//! job is stored in the job's own transaction.
+//! key with another body is refused. The service records the key, a hash of
+//! the request and the job in the job's own transaction; the answer is
+//! rendered again here, from the job.
 
 use axum::Json;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -10,12 +11,23 @@ use sha2::{Digest, Sha256};
 
 use failover_core::ErrorCode;
 
+use super::AppState;
+use super::answers::{
+    AcceptedView, accepted_response, answer as accepted_answer, cleanup_answer, operator_answer,
+};
 use super::error::ApiError;
-use crate::jobs::service::{FailoverService, IdempotencyKey};
-use crate::jobs::store::StoredResponse;
+use crate::db::idempotency::{IdempotencyKey, Remembered};
 
 pub const HEADER: &str = "idempotency-key";
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
+
+/// What kind of answer a key stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Start,
+    Cleanup,
+    Operator(&'static str),
+}
 
 /// The key of a request, if it has one: checked, and bound to the endpoint
 /// and a hash of the (canonical) body.
@@ -43,50 +55,65 @@ pub fn key(
     }))
 }
 
-/// The key of a request and, when the request was seen before, its stored
-/// answer; errors carry the correlation id.
-pub async fn check(
-    service: &FailoverService,
-    headers: &HeaderMap,
-    endpoint: &str,
-    body: &serde_json::Value,
-    correlation: uuid::Uuid,
-) -> Result<(Option<IdempotencyKey>, Option<Response>), ApiError> {
-    let key = key(headers, endpoint, body).map_err(|e| e.with_correlation(correlation))?;
-    let replayed = match &key {
-        Some(key) => replay(service, key)
-            .await
-            .map_err(|e| e.with_correlation(correlation))?,
-        None => None,
-    };
-    Ok((key, replayed))
-}
-
-/// The stored answer for `key`, if the request was seen before.
+/// The original answer, when a request with `key` was seen before.
 pub async fn replay(
-    service: &FailoverService,
-    key: &IdempotencyKey,
+    state: &AppState,
+    key: Option<&IdempotencyKey>,
+    kind: Kind,
 ) -> Result<Option<Response>, ApiError> {
-    match service.idempotent_response(&key.key, &key.endpoint).await? {
+    let Some(key) = key else {
+        return Ok(None);
+    };
+    match state.service.remembered(key).await? {
         None => Ok(None),
-        Some(stored) => stored_answer(key, stored).map(Some),
+        Some(remembered) => answer(state, key, kind, remembered).await.map(Some),
     }
 }
 
-/// The stored answer, unless it was for another body.
-pub fn stored_answer(key: &IdempotencyKey, stored: StoredResponse) -> Result<Response, ApiError> {
-    if stored.request_hash != key.request_hash {
+/// The original answer of `remembered`, unless it was for another body.
+pub async fn answer(
+    state: &AppState,
+    key: &IdempotencyKey,
+    kind: Kind,
+    remembered: Remembered,
+) -> Result<Response, ApiError> {
+    if remembered.request_hash != key.request_hash {
         return Err(ApiError::new(
             ErrorCode::Conflict,
             format!(
                 "Idempotency-Key {:?} was used with a different request body (job {})",
-                key.key, stored.job_id
+                key.key, remembered.job_id
             ),
         )
-        .with_job(stored.job_id));
+        .with_job(remembered.job_id));
     }
-    let status = StatusCode::from_u16(stored.response_status as u16).unwrap_or(StatusCode::OK);
-    let mut response = (status, Json(stored.response_body)).into_response();
+    let mut response = match kind {
+        Kind::Start => {
+            let job = state.service.job_detail(&remembered.job_id).await?;
+            accepted_response(
+                &remembered.job_id,
+                accepted_answer(
+                    &AcceptedView::of_job(&job.job),
+                    state.settings.gateway.estimated_test_duration,
+                ),
+            )
+        }
+        Kind::Cleanup => {
+            let job = state.service.job_detail(&remembered.job_id).await?;
+            accepted_response(&remembered.job_id, cleanup_answer(&job.job))
+        }
+        Kind::Operator(action) => {
+            let status = StatusCode::from_u16(remembered.response_status as u16)
+                .unwrap_or(StatusCode::ACCEPTED);
+            let body = operator_answer(
+                action,
+                &remembered.job_id,
+                remembered.outcome.as_deref().unwrap_or_default(),
+                remembered.correlation_id,
+            );
+            (status, Json(body)).into_response()
+        }
+    };
     response
         .headers_mut()
         .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));

@@ -4,20 +4,16 @@ use axum::Json;
 use axum::extract::{Extension, Path, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 use failover_core::JobStatus;
-use failover_core::pipeline::JobType;
+use failover_core::pipeline::{JobType, StepKind};
 
 use super::AppState;
 use super::correlation::CorrelationId;
 use super::error::ApiError;
 use super::extract::ApiQuery;
-use crate::jobs::model::{JobDetail, JobRow, StepRow};
-use crate::jobs::store::JobFilter;
-
-pub const DEFAULT_LIMIT: i64 = 50;
-pub const MAX_LIMIT: i64 = 500;
+use crate::db::jobs::{JobDetail, JobFilter, JobRow, StepRow};
+use crate::service::queries::{ListRequest, job_filter};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,56 +30,15 @@ pub struct ListQuery {
 impl ListQuery {
     /// The filter, or every problem with the query.
     pub fn filter(self) -> Result<JobFilter, ApiError> {
-        let mut problems = Vec::new();
-        let status = self.status.filter(|s| !s.is_empty());
-        if let Some(s) = &status
-            && JobStatus::parse(s).is_none()
-        {
-            let known: Vec<_> = JobStatus::ALL.iter().map(|s| s.as_str()).collect();
-            problems.push(format!("status {s:?} is not one of {}", known.join(", ")));
-        }
-        let job_type = self.job_type.filter(|s| !s.is_empty());
-        if let Some(t) = &job_type
-            && JobType::parse(t).is_none()
-        {
-            problems.push(format!("type {t:?} is not one of test, live, cleanup"));
-        }
-        let vm_id = parse_uuid("vm_id", self.vm_id, &mut problems);
-        let correlation_id = parse_uuid("correlation_id", self.correlation_id, &mut problems);
-        let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
-        if !(1..=MAX_LIMIT).contains(&limit) {
-            problems.push(format!("limit must be between 1 and {MAX_LIMIT}"));
-        }
-        let offset = self.offset.unwrap_or(0);
-        if offset < 0 {
-            problems.push("offset must not be negative".into());
-        }
-        if !problems.is_empty() {
-            return Err(
-                ApiError::invalid(format!("Invalid query: {}", problems.join("; ")))
-                    .with_problems(problems),
-            );
-        }
-        Ok(JobFilter {
-            status,
-            job_type,
-            vm_id,
-            correlation_id,
-            created_since: None,
-            limit,
-            offset,
+        job_filter(ListRequest {
+            status: self.status,
+            job_type: self.job_type,
+            vm_id: self.vm_id,
+            correlation_id: self.correlation_id,
+            limit: self.limit,
+            offset: self.offset,
         })
-    }
-}
-
-fn parse_uuid(name: &str, value: Option<String>, problems: &mut Vec<String>) -> Option<Uuid> {
-    let value = value.filter(|v| !v.is_empty())?;
-    match Uuid::parse_str(value.trim()) {
-        Ok(id) => Some(id),
-        Err(_) => {
-            problems.push(format!("{name} {value:?} is not a UUID"));
-            None
-        }
+        .map_err(|problems| ApiError::problems("Invalid query", problems))
     }
 }
 
@@ -100,13 +55,13 @@ pub fn summary(job: &JobRow) -> Value {
         "job_id": job.job_id,
         "vm_id": job.vm_id,
         "vm_name": job.vm_name,
-        "job_type": job.job_type,
-        "status": job.status,
-        "current_step": job.current_step,
+        "job_type": job.job_type.as_str(),
+        "status": job.status.as_str(),
+        "current_step": job.current_step.map(|s| s.0.as_str()),
         "correlation_id": job.correlation_id,
         "linstor_snapshot_name": job.linstor_snapshot_name,
         "destination_vm_id": job.destination_vm_id,
-        "error_code": job.error_code,
+        "error_code": job.error_code.map(|c| c.0.as_str()),
         "test_job_id": job.parent_job_id,
         "cleanup_job_id": job.cleanup_job_id,
         "created_at": time(Some(job.created_at)),
@@ -118,38 +73,42 @@ pub fn summary(job: &JobRow) -> Value {
 /// undo steps (cleanup or compensation) that did not complete, or, for a
 /// job that kept its state, from what its steps made.
 pub fn left_behind(d: &JobDetail) -> Vec<Value> {
-    use failover_core::pipeline::{StepKind, StepName};
     let job = &d.job;
-    if !job.holds_vm || !matches!(job.status.as_str(), "failed" | "cancelled") {
+    if !job.holds_vm || !matches!(job.status, JobStatus::Failed | JobStatus::Cancelled) {
         return Vec::new();
     }
-    let outputs = &job.outputs;
-    let vm = outputs["destination_vm_id"].as_str().unwrap_or("(unknown)");
+    let vm = job
+        .outputs
+        .0
+        .get("destination_vm_id")
+        .map_or("(unknown)", String::as_str);
     let snapshot = job.linstor_snapshot_name.as_deref().unwrap_or("(none)");
     let undo: Vec<&StepRow> = d
         .steps
         .iter()
-        .filter(|s| {
-            StepName::parse(&s.step_name)
-                .is_some_and(|n| n.is_compensation() || job.job_type == "cleanup")
-        })
+        .filter(|s| s.step_name.is_compensation() || job.job_type == JobType::Cleanup)
         .collect();
     if undo.is_empty() {
         // Kept for a retry: everything the forward steps made is still there.
+        let why = "the job kept its state for a retry (rollback_on_failure: false)";
         let mut left = Vec::new();
-        if outputs.get("destination_vm_id").is_some() {
-            left.push(json!({"resource": format!("VM {vm}"), "why": "the job kept its state for a retry (rollback_on_failure: false)"}));
+        if job.outputs.0.contains_key("destination_vm_id") {
+            left.push(json!({"resource": format!("VM {vm}"), "why": why}));
         }
         if job.linstor_snapshot_name.is_some() {
-            left.push(json!({"resource": format!("LINSTOR snapshot {snapshot} of every disk"), "why": "the job kept its state for a retry (rollback_on_failure: false)"}));
+            left.push(json!({"resource": format!("LINSTOR snapshot {snapshot} of every disk"), "why": why}));
         }
         return left;
     }
     undo.iter()
-        .filter(|s| !matches!(s.status.as_str(), "completed" | "skipped"))
+        .filter(|s| {
+            !matches!(
+                s.status,
+                failover_core::StepStatus::Completed | failover_core::StepStatus::Skipped
+            )
+        })
         .filter_map(|s| {
-            let kind = StepName::parse(&s.step_name)?.kind();
-            let resource = match kind {
+            let resource = match s.step_name.kind() {
                 StepKind::StopVm => format!("VM {vm} may still be running"),
                 StepKind::DetachVolumes => {
                     format!("the replicated volumes may still be attached to VM {vm}")
@@ -168,7 +127,7 @@ pub fn left_behind(d: &JobDetail) -> Vec<Value> {
                 .error_message
                 .clone()
                 .unwrap_or_else(|| format!("step {} is {}", s.step_name, s.status));
-            Some(json!({"step": s.step_name, "resource": resource, "why": why}))
+            Some(json!({"step": s.step_name.as_str(), "resource": resource, "why": why}))
         })
         .collect()
 }
@@ -176,11 +135,10 @@ pub fn left_behind(d: &JobDetail) -> Vec<Value> {
 fn step(step: &StepRow) -> Value {
     let error = step
         .error_code
-        .as_ref()
-        .map(|code| json!({"error_code": code, "error_message": step.error_message}));
+        .map(|code| json!({"error_code": code.0.as_str(), "error_message": step.error_message}));
     json!({
-        "step_name": step.step_name,
-        "status": step.status,
+        "step_name": step.step_name.as_str(),
+        "status": step.status.as_str(),
         "attempt": step.attempt,
         "progress": step.progress,
         "message": step.message,
@@ -198,9 +156,9 @@ pub fn detail(d: &JobDetail) -> Value {
         "job_id": job.job_id,
         "vm_id": job.vm_id,
         "vm_name": job.vm_name,
-        "job_type": job.job_type,
-        "status": job.status,
-        "current_step": job.current_step,
+        "job_type": job.job_type.as_str(),
+        "status": job.status.as_str(),
+        "current_step": job.current_step.map(|s| s.0.as_str()),
         "correlation_id": job.correlation_id,
         "source_vm_spec": job.source_vm_spec,
         "destination_vm_id": job.destination_vm_id,
@@ -213,9 +171,9 @@ pub fn detail(d: &JobDetail) -> Value {
         "test_duration": job.test_duration,
         "custom_config": job.custom_config,
         "notification_config": job.notification_config,
-        "error_code": job.error_code,
+        "error_code": job.error_code.map(|c| c.0.as_str()),
         "error_message": job.error_message,
-        "error_step": job.error_step,
+        "error_step": job.error_step.map(|s| s.0.as_str()),
         "created_at": time(Some(job.created_at)),
         "started_at": time(job.started_at),
         "completed_at": time(job.completed_at),
@@ -226,7 +184,8 @@ pub fn detail(d: &JobDetail) -> Value {
         "test_job_id": job.parent_job_id,
         "cleanup_job_id": job.cleanup_job_id,
         "auto_cleanup_at": time(job.auto_cleanup_at),
-        "waiting_for": job.waiting_for,
+        // Shown while the job waits; the job remembers it for its answer.
+        "waiting_for": job.waiting_for.as_ref().filter(|_| job.status == JobStatus::Pending),
         "left_behind": left_behind(d),
         "steps": d.steps.iter().map(step).collect::<Vec<_>>(),
     })
@@ -248,7 +207,8 @@ pub async fn list(
     Ok(Json(json!({
         "success": true,
         "data": jobs.iter().map(summary).collect::<Vec<_>>(),
-        "total": total,
+        "total": total.count,
+        "total_exact": total.exact,
         "limit": filter.limit,
         "offset": filter.offset,
     })))
@@ -261,7 +221,7 @@ pub async fn get(
 ) -> Result<Json<Value>, ApiError> {
     let job = state
         .service
-        .get_job(&job_id)
+        .job_detail(&job_id)
         .await
         .map_err(|e| ApiError::from(e).with_correlation(correlation.0))?;
     Ok(Json(json!({"success": true, "data": detail(&job)})))

@@ -1,5 +1,6 @@
 //! The REST API (port 8082): thin handlers over the failover service.
 
+mod answers;
 mod correlation;
 mod error;
 mod extract;
@@ -27,8 +28,8 @@ pub use correlation::{CorrelationId, REQUEST_ID_HEADER};
 pub use error::ApiError;
 
 use crate::health::Readiness;
-use crate::jobs::service::FailoverService;
 use crate::metrics::GatewayMetrics;
+use crate::service::FailoverService;
 
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -126,24 +127,4 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
         )],
         state.metrics.render(),
     )
-}
-
-/// The list filter of the REST query, shared with the gRPC status service.
-pub fn jobs_filter(
-    status: Option<String>,
-    job_type: Option<String>,
-    vm_id: Option<String>,
-    correlation_id: Option<String>,
-    limit: Option<i64>,
-    offset: Option<i64>,
-) -> Result<crate::jobs::store::JobFilter, ApiError> {
-    jobs::ListQuery {
-        status,
-        job_type,
-        vm_id,
-        correlation_id,
-        limit,
-        offset,
-    }
-    .filter()
 }

@@ -8,12 +8,15 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use failover_core::operator::Command;
+
 use super::AppState;
+use super::answers::{accepted_response, cleanup_answer, operator_answer};
 use super::correlation::CorrelationId;
 use super::error::ApiError;
-use super::failover::accepted_response;
-use super::idempotency;
-use crate::jobs::service::OperatorOutcome;
+use super::idempotency::{self, Kind};
+use crate::service::admission::Started;
+use crate::service::operator::OperatorOutcome;
 
 /// Cleanup of a test failover: a job of its own, linked both ways.
 pub async fn cleanup(
@@ -22,47 +25,35 @@ pub async fn cleanup(
     Path(job_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let fail = |e: ApiError| e.with_job(job_id.clone()).with_correlation(correlation.0);
     let endpoint = format!("/api/v1/failover/jobs/{job_id}/cleanup");
-    let (key, replayed) = idempotency::check(
-        &state.service,
-        &headers,
-        &endpoint,
-        &json!({}),
-        correlation.0,
-    )
-    .await?;
-    if let Some(replayed) = replayed {
+    let key = idempotency::key(&headers, &endpoint, &json!({})).map_err(fail)?;
+    if let Some(replayed) = idempotency::replay(&state, key.as_ref(), Kind::Cleanup)
+        .await
+        .map_err(fail)?
+    {
         return Ok(replayed);
     }
-    let accepted = state
+    let started = state
         .service
-        .start_cleanup(&job_id, correlation.0, "request")
+        .start_cleanup(&job_id, correlation.0, key.as_ref())
         .await
-        .map_err(|e| {
-            ApiError::from(e)
-                .with_job(job_id.clone())
-                .with_correlation(correlation.0)
-        })?;
-    let body = json!({
-        "success": true,
-        "message": "Cleanup initiated: the test VM is stopped and destroyed, the disks rolled back to the pre-test snapshot and returned to the appliance",
-        "job_id": accepted.job_id,
-        "data": {
-            "correlation_id": correlation.0,
-            "job_type": "cleanup",
-            "status": accepted.status.as_str(),
-            "test_job_id": job_id,
-            "vm_id": accepted.vm_id,
-            "vm_name": accepted.vm_name,
+        .map_err(|e| fail(e.into()))?;
+    let cleanup_job_id = match started {
+        Started::New(accepted) => accepted.job_id,
+        Started::Replayed(remembered) => {
+            let key = key.as_ref().expect("a replay has a key");
+            return idempotency::answer(&state, key, Kind::Cleanup, remembered)
+                .await
+                .map_err(fail);
         }
-    });
-    if let Some(key) = &key {
-        state
-            .service
-            .remember(key, &accepted.job_id, 202, &body)
-            .await;
-    }
-    Ok(accepted_response(&accepted.job_id, body))
+    };
+    let job = state
+        .service
+        .job_detail(&cleanup_job_id)
+        .await
+        .map_err(|e| fail(e.into()))?;
+    Ok(accepted_response(&cleanup_job_id, cleanup_answer(&job.job)))
 }
 
 pub async fn cancel(
@@ -71,7 +62,7 @@ pub async fn cancel(
     Path(job_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    operator(state, correlation, job_id, headers, "cancel").await
+    operator(state, correlation, job_id, headers, Command::Cancel).await
 }
 
 pub async fn retry(
@@ -80,7 +71,7 @@ pub async fn retry(
     Path(job_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    operator(state, correlation, job_id, headers, "retry").await
+    operator(state, correlation, job_id, headers, Command::Retry).await
 }
 
 async fn operator(
@@ -88,52 +79,42 @@ async fn operator(
     correlation: CorrelationId,
     job_id: String,
     headers: HeaderMap,
-    action: &str,
+    command: Command,
 ) -> Result<Response, ApiError> {
+    let action = match command {
+        Command::Cancel => "cancel",
+        Command::Retry => "retry",
+    };
+    let fail = |e: ApiError| e.with_job(job_id.clone()).with_correlation(correlation.0);
     let endpoint = format!("/api/v1/failover/jobs/{job_id}/{action}");
-    let (key, replayed) = idempotency::check(
-        &state.service,
-        &headers,
-        &endpoint,
-        &json!({}),
-        correlation.0,
-    )
-    .await?;
-    if let Some(replayed) = replayed {
+    let key = idempotency::key(&headers, &endpoint, &json!({})).map_err(fail)?;
+    let kind = Kind::Operator(action);
+    if let Some(replayed) = idempotency::replay(&state, key.as_ref(), kind)
+        .await
+        .map_err(fail)?
+    {
         return Ok(replayed);
     }
-    let outcome = match action {
-        "cancel" => state.service.cancel(&job_id, correlation.0).await,
-        _ => state.service.retry(&job_id, correlation.0).await,
-    }
-    .map_err(|e| {
-        ApiError::from(e)
-            .with_job(job_id.clone())
-            .with_correlation(correlation.0)
-    })?;
+    let outcome = state
+        .service
+        .operate(&job_id, command, correlation.0, key.as_ref())
+        .await
+        .map_err(|e| fail(e.into()))?;
     let (status, body) = match outcome {
         OperatorOutcome::Applied(job_status) => (
             StatusCode::ACCEPTED,
-            json!({
-                "success": true,
-                "message": match action {
-                    "cancel" => "Cancellation requested: the running step is stopped, then what the job did is undone",
-                    _ => "Retry started from the failed step",
-                },
-                "job_id": job_id,
-                "data": {"status": job_status.as_str(), "correlation_id": correlation.0},
-            }),
+            operator_answer(action, &job_id, job_status.as_str(), Some(correlation.0)),
         ),
         OperatorOutcome::AlreadyDone(message) => (
             StatusCode::OK,
             json!({"success": true, "message": message, "job_id": job_id}),
         ),
+        OperatorOutcome::Replayed(remembered) => {
+            let key = key.as_ref().expect("a replay has a key");
+            return idempotency::answer(&state, key, kind, remembered)
+                .await
+                .map_err(fail);
+        }
     };
-    if let Some(key) = &key {
-        state
-            .service
-            .remember(key, &job_id, status.as_u16(), &body)
-            .await;
-    }
     Ok((status, Json(body)).into_response())
 }

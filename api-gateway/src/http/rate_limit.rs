@@ -122,6 +122,17 @@ pub async fn enforce(
     }
 }
 
+/// Forgets idle clients of the rate limiter once a minute, until `shutdown`.
+pub async fn run_upkeep(limits: Arc<RateLimits>, shutdown: tokio_util::sync::CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
+        limits.forget_idle_clients();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

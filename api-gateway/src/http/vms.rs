@@ -6,13 +6,11 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use failover_core::ErrorCode;
-
 use super::AppState;
 use super::correlation::CorrelationId;
 use super::error::ApiError;
 use super::extract::ApiJson;
-use crate::inventory::{self, Deletion, VmRegistration};
+use failover_core::inventory::VmRegistration;
 
 fn vm_id(raw: &str, correlation: CorrelationId) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw.trim()).map_err(|_| {
@@ -37,7 +35,9 @@ pub async fn put(
                 .with_correlation(correlation.0),
         );
     }
-    let (record, created) = inventory::upsert(state.service.pool(), id, &spec)
+    let (record, created) = state
+        .service
+        .register_vm(id, &spec)
         .await
         .map_err(|e| ApiError::from(e).with_correlation(correlation.0))?;
     let status = if created {
@@ -54,24 +54,21 @@ pub async fn get(
     Path(raw): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = vm_id(&raw, correlation)?;
-    match inventory::get(state.service.pool(), id)
+    let record = state
+        .service
+        .get_vm(id)
         .await
-        .map_err(|e| ApiError::from(e).with_correlation(correlation.0))?
-    {
-        Some(record) => Ok(Json(json!({"success": true, "data": record}))),
-        None => Err(
-            ApiError::new(ErrorCode::VmNotFound, "VM not found in the inventory")
-                .with_vm(id)
-                .with_correlation(correlation.0),
-        ),
-    }
+        .map_err(|e| ApiError::from(e).with_correlation(correlation.0))?;
+    Ok(Json(json!({"success": true, "data": record})))
 }
 
 pub async fn list(
     State(state): State<AppState>,
     Extension(correlation): Extension<CorrelationId>,
 ) -> Result<Json<Value>, ApiError> {
-    let records = inventory::list(state.service.pool())
+    let records = state
+        .service
+        .list_vms()
         .await
         .map_err(|e| ApiError::from(e).with_correlation(correlation.0))?;
     Ok(Json(
@@ -85,25 +82,12 @@ pub async fn delete(
     Path(raw): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = vm_id(&raw, correlation)?;
-    match inventory::delete(state.service.pool(), id)
-        .await
-        .map_err(|e| ApiError::from(e).with_correlation(correlation.0))?
-    {
-        Deletion::Deleted => Ok(Json(
-            json!({"success": true, "message": "VM removed from the inventory"}),
-        )),
-        Deletion::NotFound => Err(ApiError::new(
-            ErrorCode::VmNotFound,
-            "VM not found in the inventory",
-        )
-        .with_vm(id)
-        .with_correlation(correlation.0)),
-        Deletion::Busy { job_id } => Err(ApiError::new(
-            ErrorCode::Conflict,
-            format!("VM has an active job {job_id}; wait for it to finish"),
-        )
-        .with_vm(id)
-        .with_job(job_id)
-        .with_correlation(correlation.0)),
-    }
+    state.service.remove_vm(id).await.map_err(|e| {
+        ApiError::from(e)
+            .with_vm(id)
+            .with_correlation(correlation.0)
+    })?;
+    Ok(Json(
+        json!({"success": true, "message": "VM removed from the inventory"}),
+    ))
 }

@@ -1,6 +1,17 @@
-//! The Postgres pool and the translation of database errors at the storage
-//! boundary: an unreachable database is "unavailable" (503), anything else
-//! unexpected is internal.
+//! Postgres, the only source of truth: the pool, the translation of
+//! database errors at the storage boundary (an unreachable database is
+//! "unavailable", 503; two transactions in each other's way are a
+//! "conflict", tried again; anything else unexpected is internal), and the
+//! SQL of every table. Reads load what a decision needs in one statement;
+//! [`apply`] writes a decision's effects in one.
+
+pub mod apply;
+pub mod idempotency;
+pub mod inventory;
+pub mod jobs;
+pub mod outbox;
+pub mod tracking;
+pub mod types;
 
 use std::time::Duration;
 
@@ -14,6 +25,10 @@ use failover_platform::config::DatabaseSettings;
 pub enum StoreError {
     #[error("database unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
+    /// A deadlock or serialization failure: the transaction was rolled
+    /// back and may simply run again.
+    #[error("transactions conflicted: {0}")]
+    Conflict(#[source] sqlx::Error),
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
     #[error("stored data cannot be read: {0}")]
@@ -30,6 +45,10 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, StoreError::Unavailable(_))
     }
+
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, StoreError::Conflict(_))
+    }
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -42,8 +61,13 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(db) => match db.code().as_deref() {
                 // admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections
                 Some("57P01" | "57P02" | "57P03" | "53300") => StoreError::Unavailable(err),
+                // serialization_failure, deadlock_detected
+                Some("40001" | "40P01") => StoreError::Conflict(err),
                 _ => StoreError::Database(err),
             },
+            sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+                StoreError::Corrupt(err.to_string())
+            }
             _ => StoreError::Database(err),
         }
     }

@@ -1,0 +1,373 @@
+//! The one function that writes a decision: every part of an [`Effects`]
+//! in the caller's transaction — new jobs, then in one statement the steps,
+//! the audit rows, the outbox dispatches, the jobs' new state, released
+//! holds, VMs failed over, and the notifications to watchers and relays
+//! (sent by Postgres at commit).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use prost::Message as _;
+use sqlx::PgConnection;
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use failover_core::effects::{Effects, NewJob};
+use failover_core::{ErrorCode, JobStatus, StepName, StepStatus};
+
+use super::StoreError;
+use super::types::Db;
+use crate::dispatch;
+
+/// The channel the outbox relay listens on.
+pub const OUTBOX_CHANNEL: &str = "failover_outbox";
+
+/// The traces dispatches continue (W3C `traceparent`): the decision's, and
+/// for a job whose start it includes, that job's own.
+#[derive(Debug, Clone, Default)]
+pub struct Traces {
+    pub decision: Option<String>,
+    pub jobs: Vec<(String, Option<String>)>,
+}
+
+impl Traces {
+    pub fn of(decision: Option<String>) -> Self {
+        Traces {
+            decision,
+            jobs: Vec::new(),
+        }
+    }
+
+    fn of_job(&self, job_id: &str) -> Option<&str> {
+        self.jobs
+            .iter()
+            .find(|(id, _)| id == job_id)
+            .map_or(self.decision.as_deref(), |(_, t)| t.as_deref())
+    }
+}
+
+/// Writes `effects`; the dispatches continue `traces`.
+pub async fn apply(
+    tx: &mut PgConnection,
+    effects: &Effects,
+    traces: &Traces,
+) -> Result<(), StoreError> {
+    for job in &effects.new_jobs {
+        insert_job(tx, job, traces.of_job(&job.record.job_id)).await?;
+    }
+    let steps = Steps::of(effects);
+    let audit = Audit::of(effects);
+    let outbox = Outbox::of(effects, traces)?;
+    let jobs = Jobs::of(effects);
+    let failed_over: Vec<Uuid> = effects.vms_failed_over.clone();
+    sqlx::query(APPLY)
+        .bind(&steps.job_id)
+        .bind(&steps.name)
+        .bind(&steps.position)
+        .bind(&steps.status)
+        .bind(&steps.attempt)
+        .bind(&steps.worker_id)
+        .bind(&steps.lease)
+        .bind(&steps.progress)
+        .bind(&steps.message)
+        .bind(&steps.log)
+        .bind(&steps.error_code)
+        .bind(&steps.error_message)
+        .bind(&steps.started)
+        .bind(&steps.completed)
+        .bind(&audit.correlation_id)
+        .bind(&audit.job_id)
+        .bind(&audit.operation)
+        .bind(&audit.status)
+        .bind(&audit.error_message)
+        .bind(&audit.details)
+        .bind(&outbox.job_id)
+        .bind(&outbox.step)
+        .bind(&outbox.attempt)
+        .bind(&outbox.correlation_id)
+        .bind(&outbox.payload)
+        .bind(&outbox.delay_ms)
+        .bind(&outbox.traceparent)
+        .bind(&jobs.job_id)
+        .bind(&jobs.status)
+        .bind(&jobs.current_step)
+        .bind(&jobs.outputs)
+        .bind(&jobs.destination_vm_id)
+        .bind(&jobs.error_code)
+        .bind(&jobs.error_message)
+        .bind(&jobs.error_step)
+        .bind(&jobs.started)
+        .bind(&jobs.completed)
+        .bind(&jobs.cancel_requested)
+        .bind(&jobs.holds_vm)
+        .bind(&jobs.auto_cleanup_at)
+        .bind(&jobs.waiting_for)
+        .bind(&jobs.cleanup_job_id)
+        .bind(&effects.released_jobs)
+        .bind(&failed_over)
+        .bind(&effects.changed)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+const APPLY: &str = "WITH steps AS (
+    INSERT INTO failover_job_steps AS s (job_id, step_name, position, status, attempt, worker_id,
+        lease_expires_at, progress, message, log, error_code, error_message, started_at, completed_at)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::int4[], $6::text[],
+        $7::timestamptz[], $8::int4[], $9::text[], $10::text[], $11::text[], $12::text[],
+        $13::timestamptz[], $14::timestamptz[])
+    ON CONFLICT (job_id, step_name) DO UPDATE SET
+        status = EXCLUDED.status, attempt = EXCLUDED.attempt, worker_id = EXCLUDED.worker_id,
+        lease_expires_at = EXCLUDED.lease_expires_at, progress = EXCLUDED.progress,
+        message = EXCLUDED.message, log = COALESCE(EXCLUDED.log, s.log),
+        error_code = EXCLUDED.error_code, error_message = EXCLUDED.error_message,
+        started_at = EXCLUDED.started_at, completed_at = EXCLUDED.completed_at, updated_at = now()
+), audit AS (
+    INSERT INTO job_tracking (correlation_id, job_id, operation, status, error_message, details)
+    SELECT c, j, o, st, e, d::jsonb
+    FROM unnest($15::uuid[], $16::text[], $17::text[], $18::text[], $19::text[], $20::text[])
+        WITH ORDINALITY AS a(c, j, o, st, e, d, n)
+    ORDER BY n
+), dispatched AS (
+    INSERT INTO outbox (job_id, step_name, attempt, correlation_id, routing_key, payload,
+        available_at, traceparent)
+    SELECT j, st, att, c, st, p, now() + make_interval(secs => ms / 1000), tp
+    FROM unnest($21::text[], $22::text[], $23::int4[], $24::uuid[], $25::bytea[], $26::float8[],
+        $27::text[]) AS o(j, st, att, c, p, ms, tp)
+), jobs AS (
+    UPDATE failover_jobs f SET status = u.status, current_step = u.current_step,
+        outputs = u.outputs::jsonb, destination_vm_id = u.destination_vm_id,
+        error_code = u.error_code, error_message = u.error_message, error_step = u.error_step,
+        started_at = u.started_at, completed_at = u.completed_at,
+        cancel_requested = u.cancel_requested, holds_vm = u.holds_vm,
+        auto_cleanup_at = u.auto_cleanup_at, waiting_for = u.waiting_for,
+        cleanup_job_id = u.cleanup_job_id, updated_at = now()
+    FROM unnest($28::text[], $29::text[], $30::text[], $31::text[], $32::text[], $33::text[],
+        $34::text[], $35::text[], $36::timestamptz[], $37::timestamptz[], $38::bool[],
+        $39::bool[], $40::timestamptz[], $41::text[], $42::text[])
+        AS u(job_id, status, current_step, outputs, destination_vm_id, error_code, error_message,
+             error_step, started_at, completed_at, cancel_requested, holds_vm, auto_cleanup_at,
+             waiting_for, cleanup_job_id)
+    WHERE f.job_id = u.job_id
+), released AS (
+    UPDATE failover_jobs SET holds_vm = false, updated_at = now() WHERE job_id = ANY($43::text[])
+), failed_over AS (
+    UPDATE vms SET replication_state = 'failed-over', updated_at = now()
+    WHERE vm_id = ANY($44::uuid[])
+)
+SELECT (SELECT count(pg_notify('failover_job_events', c)) FROM unnest($45::text[]) c),
+       (SELECT count(pg_notify('failover_outbox', '')) WHERE cardinality($21::text[]) > 0)";
+
+#[derive(Default)]
+struct Steps {
+    job_id: Vec<String>,
+    name: Vec<Db<StepName>>,
+    position: Vec<i32>,
+    status: Vec<Db<StepStatus>>,
+    attempt: Vec<i32>,
+    worker_id: Vec<Option<String>>,
+    lease: Vec<Option<DateTime<Utc>>>,
+    progress: Vec<i32>,
+    message: Vec<Option<String>>,
+    log: Vec<Option<String>>,
+    error_code: Vec<Option<Db<ErrorCode>>>,
+    error_message: Vec<Option<String>>,
+    started: Vec<Option<DateTime<Utc>>>,
+    completed: Vec<Option<DateTime<Utc>>>,
+}
+
+impl Steps {
+    fn of(effects: &Effects) -> Self {
+        let mut s = Steps::default();
+        for w in &effects.steps {
+            let step = &w.step;
+            s.job_id.push(w.job_id.clone());
+            s.name.push(Db(step.name));
+            s.position.push(step.position);
+            s.status.push(Db(step.status));
+            s.attempt
+                .push(i32::try_from(step.attempt).unwrap_or(i32::MAX));
+            s.worker_id.push(step.worker_id.clone());
+            s.lease.push(step.lease_expires_at);
+            s.progress
+                .push(i32::try_from(step.progress.min(100)).unwrap_or(100));
+            s.message.push(step.message.clone());
+            s.log.push(w.log.clone());
+            s.error_code.push(step.error.as_ref().map(|e| Db(e.code)));
+            s.error_message
+                .push(step.error.as_ref().map(|e| e.message.clone()));
+            s.started.push(step.started_at);
+            s.completed.push(step.completed_at);
+        }
+        s
+    }
+}
+
+#[derive(Default)]
+struct Audit {
+    correlation_id: Vec<Uuid>,
+    job_id: Vec<String>,
+    operation: Vec<String>,
+    status: Vec<String>,
+    error_message: Vec<Option<String>>,
+    details: Vec<Option<String>>,
+}
+
+impl Audit {
+    fn of(effects: &Effects) -> Self {
+        let mut a = Audit::default();
+        for entry in &effects.audit {
+            a.correlation_id.push(entry.correlation_id);
+            a.job_id.push(entry.job_id.clone());
+            a.operation.push(entry.operation.name());
+            a.status.push(entry.status.clone());
+            a.error_message.push(entry.error_message.clone());
+            a.details
+                .push(entry.details.as_ref().map(|d| d.to_string()));
+        }
+        a
+    }
+}
+
+#[derive(Default)]
+struct Outbox {
+    job_id: Vec<String>,
+    step: Vec<Db<StepName>>,
+    attempt: Vec<i32>,
+    correlation_id: Vec<Uuid>,
+    payload: Vec<Vec<u8>>,
+    delay_ms: Vec<f64>,
+    traceparent: Vec<Option<String>>,
+}
+
+impl Outbox {
+    fn of(effects: &Effects, traces: &Traces) -> Result<Self, StoreError> {
+        let mut o = Outbox::default();
+        for order in &effects.dispatch {
+            let job = effects.job(&order.job_id).ok_or_else(|| {
+                StoreError::corrupt(format!("a dispatch of job {} without it", order.job_id))
+            })?;
+            o.job_id.push(order.job_id.clone());
+            o.step.push(Db(order.step));
+            o.attempt
+                .push(i32::try_from(order.attempt).unwrap_or(i32::MAX));
+            o.correlation_id.push(job.correlation_id);
+            o.payload
+                .push(dispatch::task(job, order.step, order.attempt).encode_to_vec());
+            o.delay_ms.push(millis(order.delay));
+            o.traceparent
+                .push(traces.of_job(&order.job_id).map(str::to_owned));
+        }
+        Ok(o)
+    }
+}
+
+#[derive(Default)]
+struct Jobs {
+    job_id: Vec<String>,
+    status: Vec<Db<JobStatus>>,
+    current_step: Vec<Option<Db<StepName>>>,
+    outputs: Vec<String>,
+    destination_vm_id: Vec<Option<String>>,
+    error_code: Vec<Option<Db<ErrorCode>>>,
+    error_message: Vec<Option<String>>,
+    error_step: Vec<Option<Db<StepName>>>,
+    started: Vec<Option<DateTime<Utc>>>,
+    completed: Vec<Option<DateTime<Utc>>>,
+    cancel_requested: Vec<bool>,
+    holds_vm: Vec<bool>,
+    auto_cleanup_at: Vec<Option<DateTime<Utc>>>,
+    waiting_for: Vec<Option<String>>,
+    cleanup_job_id: Vec<Option<String>>,
+}
+
+impl Jobs {
+    fn of(effects: &Effects) -> Self {
+        let mut j = Jobs::default();
+        for job in &effects.jobs {
+            j.job_id.push(job.job_id.clone());
+            j.status.push(Db(job.status));
+            j.current_step.push(job.current_step.map(Db));
+            j.outputs
+                .push(serde_json::to_string(&job.outputs).unwrap_or_else(|_| "{}".into()));
+            j.destination_vm_id.push(job.destination_vm_id.clone());
+            j.error_code.push(job.failure.as_ref().map(|f| Db(f.code)));
+            j.error_message
+                .push(job.failure.as_ref().map(|f| f.message.clone()));
+            j.error_step.push(job.failure.as_ref().map(|f| Db(f.step)));
+            j.started.push(job.started_at);
+            j.completed.push(job.completed_at);
+            j.cancel_requested.push(job.cancel_requested);
+            j.holds_vm.push(job.holds_vm);
+            j.auto_cleanup_at.push(job.auto_cleanup_at);
+            j.waiting_for.push(job.waiting_for.clone());
+            j.cleanup_job_id.push(job.cleanup_job_id.clone());
+        }
+        j
+    }
+}
+
+async fn insert_job(
+    tx: &mut PgConnection,
+    new: &NewJob,
+    traceparent: Option<&str>,
+) -> Result<(), StoreError> {
+    let job = &new.record;
+    sqlx::query(
+        "INSERT INTO failover_jobs (job_id, correlation_id, vm_id, vm_name, job_type, status,
+           current_step, source_vm_spec, network_mappings, task_context, skip_validation,
+           skip_snapshot, skip_virtio_injection, auto_cleanup, test_duration, custom_config,
+           notification_config, linstor_snapshot_name, created_at, updated_at, rollback_on_failure,
+           cancel_requested, holds_vm, parent_job_id, waiting_for, outputs, traceparent)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+           $19, $19, $20, $21, $22, $23, $24, $25, $26)",
+    )
+    .bind(&job.job_id)
+    .bind(job.correlation_id)
+    .bind(job.vm_id)
+    .bind(&job.vm_name)
+    .bind(Db(job.job_type))
+    .bind(Db(job.status))
+    .bind(job.current_step.map(Db))
+    .bind(&new.source_vm_spec)
+    .bind(&new.network_mappings)
+    .bind(Json(&job.context))
+    .bind(new.skips.skip_validation)
+    .bind(new.skips.skip_snapshot)
+    .bind(new.skips.skip_virtio_injection)
+    .bind(job.auto_cleanup)
+    .bind(&new.test_duration)
+    .bind(&new.custom_config)
+    .bind(&new.notification_config)
+    .bind(&job.snapshot_name)
+    .bind(job.created_at)
+    .bind(job.rollback_on_failure)
+    .bind(job.cancel_requested)
+    .bind(job.holds_vm)
+    .bind(&job.parent_job_id)
+    .bind(&job.waiting_for)
+    .bind(Json(&job.outputs))
+    .bind(traceparent)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_write_notifies_the_channels_the_listeners_listen_on() {
+        assert!(APPLY.contains(&format!(
+            "pg_notify('{}'",
+            crate::events::JOB_EVENTS_CHANNEL
+        )));
+        assert!(APPLY.contains(&format!("pg_notify('{OUTBOX_CHANNEL}'")));
+    }
+}
