@@ -50,15 +50,22 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let metrics = metrics::GatewayMetrics::new();
-    let service = FailoverService::new(pool.clone(), service::rules(&settings), metrics.clone());
+    let (dispatches, handed_over) = relay::fast_path();
+    let service = FailoverService::new(
+        pool.clone(),
+        service::rules(&settings),
+        metrics.clone(),
+        dispatches,
+    );
     let job_events = events::JobEvents::default();
     let events_task = tokio::spawn(job_events.clone().run(pool.clone(), shutdown.clone()));
 
     let relay = relay::OutboxRelay::new(
-        pool.clone(),
+        db::relay_pool(&settings.database).context("database settings")?,
         settings.amqp.url.clone(),
         StepTopology::new(&settings.amqp),
         settings.gateway.timer_interval,
+        handed_over,
     )
     .with_metrics(metrics.clone());
     let relay_task = tokio::spawn(relay.run(shutdown.clone()));

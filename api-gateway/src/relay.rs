@@ -1,56 +1,96 @@
 //! The outbox relay: publishes committed step dispatches to RabbitMQ with
-//! publisher confirms. Rows are taken with `FOR UPDATE SKIP LOCKED`, so any
-//! number of gateway replicas relay without publishing a row twice; a crash
-//! between the broker's confirm and the commit can publish a row again, which
-//! the attempt-fenced claim absorbs.
+//! publisher confirms, then marks them published.
+//!
+//! Two paths lead to the broker. The fast one: a decision that committed
+//! dispatches hands the rows it wrote to its replica's relay at once
+//! ([`Dispatches`]), which publishes them without reading them back. The
+//! safety net: every poll interval the relay takes the due rows nobody
+//! published — dispatches whose backoff ran out, and rows the fast path did
+//! not get to (a replica that died after its commit, a broker that was
+//! away) once they are [`FAST_PATH_GRACE`] old — with `FOR UPDATE SKIP
+//! LOCKED`, so replicas never take a row twice at once. A row published
+//! twice (a crash between the confirm and the mark, a slow fast path) is
+//! absorbed by the attempt-fenced claim.
 //!
 //! Each publish is a span in the trace of the transition that dispatched the
 //! step, and carries that span's context to the worker in the message's
 //! `traceparent` header. While connected, the relay also samples the depth
 //! of every step queue for the metrics.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
+use tokio::sync::{Mutex, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, debug, info, warn};
 
 use failover_core::pipeline::StepName;
 use failover_platform::queue::{
-    self, ConfirmedPublisher, OutgoingMessage, QueueError, StepTopology,
+    self, ConfirmedPublisher, OutgoingMessage, Pending, QueueError, StepTopology,
 };
 use failover_platform::telemetry::propagation;
 
-use crate::db::apply::OUTBOX_CHANNEL;
 use crate::db::outbox::OutboxRow;
 use crate::db::{self, StoreError};
 use crate::metrics::GatewayMetrics;
 
-/// Rows one publish round takes; their confirms are all in flight at once.
+/// Rows one scan takes; their confirms are all in flight at once.
 const BATCH: i64 = 200;
+/// How old an undelayed row must be before the scan takes it from the fast path.
+pub const FAST_PATH_GRACE: Duration = Duration::from_secs(5);
+/// Dispatches waiting for the fast path; beyond, they wait for the scan.
+const FAST_PATH_CAPACITY: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 enum RelayError {
     #[error("database: {0}")]
     Database(#[from] StoreError),
-    #[error("database: {0}")]
-    Listener(#[from] sqlx::Error),
     #[error("broker: {0}")]
     Broker(#[from] QueueError),
+    #[error("broker: a publish failed: {0}")]
+    Publish(String),
+}
+
+/// The fast path's entrance: rows a decision just committed.
+#[derive(Debug, Clone)]
+pub struct Dispatches {
+    sender: mpsc::Sender<Vec<OutboxRow>>,
+}
+
+impl Dispatches {
+    /// Hands `rows` to the relay; when it cannot take them now, the scan
+    /// publishes them later.
+    pub fn hand_over(&self, rows: Vec<OutboxRow>) {
+        if rows.is_empty() {
+            return;
+        }
+        if self.sender.try_send(rows).is_err() {
+            debug!("the relay's fast path is full or stopped; the outbox scan publishes these");
+        }
+    }
+}
+
+/// A fast path and its relay's end of it.
+pub fn fast_path() -> (Dispatches, mpsc::Receiver<Vec<OutboxRow>>) {
+    let (sender, receiver) = mpsc::channel(FAST_PATH_CAPACITY);
+    (Dispatches { sender }, receiver)
 }
 
 #[derive(Debug, Clone)]
 pub struct OutboxRelay {
+    /// A pool of its own: its writes (published marks, failed attempts) are
+    /// harmless to lose in a crash, and commit without waiting for the disk.
     pool: PgPool,
     amqp_url: SecretString,
     topology: StepTopology,
     poll_interval: Duration,
     metrics: GatewayMetrics,
+    handed_over: Arc<Mutex<mpsc::Receiver<Vec<OutboxRow>>>>,
 }
 
 impl OutboxRelay {
@@ -59,6 +99,7 @@ impl OutboxRelay {
         amqp_url: SecretString,
         topology: StepTopology,
         poll_interval: Duration,
+        handed_over: mpsc::Receiver<Vec<OutboxRow>>,
     ) -> Self {
         OutboxRelay {
             pool,
@@ -66,6 +107,7 @@ impl OutboxRelay {
             topology,
             poll_interval,
             metrics: GatewayMetrics::default(),
+            handed_over: Arc::new(Mutex::new(handed_over)),
         }
     }
 
@@ -102,8 +144,7 @@ impl OutboxRelay {
         }
     }
 
-    /// One connection to the broker and the database; sets `connected` once
-    /// both answered.
+    /// One connection to the broker; sets `connected` once it answered.
     async fn session(
         &self,
         shutdown: &CancellationToken,
@@ -111,48 +152,88 @@ impl OutboxRelay {
     ) -> Result<(), RelayError> {
         let connection =
             queue::connect(self.amqp_url.expose_secret(), "failover-gateway-relay").await?;
-        let publisher = ConfirmedPublisher::new(&connection).await?;
-        self.topology
-            .declare(publisher.channel(), &StepName::ALL)
-            .await?;
-        let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen(OUTBOX_CHANNEL).await?;
+        let fast = ConfirmedPublisher::new(&connection).await?;
+        let scan = ConfirmedPublisher::new(&connection).await?;
+        self.topology.declare(fast.channel(), &StepName::ALL).await?;
         info!("outbox relay connected");
         *connected = true;
         self.metrics.set_relay_connected(true);
+        let mut settling = tokio::task::JoinSet::new();
         let mut depths = QueueDepths::new(self.poll_interval);
-        loop {
-            let published = self.publish_due(&publisher).await?;
+        let mut next_scan = Instant::now();
+        let mut handed_over = self.handed_over.lock().await;
+        let result = loop {
             depths
                 .sample_if_due(&connection, &self.topology, &self.metrics)
                 .await;
-            if published as i64 == BATCH {
-                continue;
-            }
             tokio::select! {
-                () = shutdown.cancelled() => {
-                    let _ = connection.close(200, "shutdown".into()).await;
-                    return Ok(());
+                () = shutdown.cancelled() => break Ok(()),
+                rows = handed_over.recv() => {
+                    let Some(mut rows) = rows else { break Ok(()) };
+                    while let Ok(more) = handed_over.try_recv() {
+                        rows.extend(more);
+                    }
+                    // Sent now; their confirms are awaited beside the next
+                    // sends, and the rows marked published then.
+                    let sent = self.send(&fast, rows).await;
+                    let failed = sent.failure.as_ref().map(|e| e.to_string());
+                    let relay = self.clone();
+                    settling.spawn(async move {
+                        let settled = sent.settled(&relay.metrics).await;
+                        let recorded = async {
+                            let mut db = relay.pool.acquire().await.map_err(StoreError::from)?;
+                            settled.record(&mut db).await
+                        }
+                        .await;
+                        if let Err(e) = recorded {
+                            warn!(error = %e, "cannot mark published steps; the scan publishes them again");
+                        }
+                    });
+                    if let Some(e) = failed {
+                        break Err(RelayError::Publish(e));
+                    }
                 }
-                notification = listener.recv() => { notification?; }
-                () = tokio::time::sleep(self.poll_interval) => {}
+                Some(_) = settling.join_next() => {}
+                () = tokio::time::sleep_until(next_scan) => {
+                    next_scan = Instant::now() + self.poll_interval;
+                    loop {
+                        match self.publish_due(&scan).await {
+                            Ok(n) if n as i64 == BATCH => continue,
+                            Ok(_) => break,
+                            Err(e) => {
+                                while settling.join_next().await.is_some() {}
+                                return self.close(connection, Err(e)).await;
+                            }
+                        }
+                    }
+                }
             }
-        }
+        };
+        // What was sent is settled before the connection goes.
+        while settling.join_next().await.is_some() {}
+        self.close(connection, result).await
     }
 
-    /// Publishes the due rows of one batch, every confirm in flight at
-    /// once; returns how many.
-    async fn publish_due(&self, publisher: &ConfirmedPublisher) -> Result<usize, RelayError> {
-        let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
-        let rows = db::outbox::take_due(&mut tx, BATCH).await?;
-        if rows.is_empty() {
-            return Ok(0);
-        }
+    async fn close(
+        &self,
+        connection: lapin::Connection,
+        result: Result<(), RelayError>,
+    ) -> Result<(), RelayError> {
+        let _ = connection.close(200, "shutdown".into()).await;
+        result
+    }
+
+    /// Sends `rows`, each in its own span; stops at the first failure.
+    async fn send(&self, publisher: &ConfirmedPublisher, rows: Vec<OutboxRow>) -> Sent {
         let exchange = self.topology.exchange();
-        let mut sent = Vec::with_capacity(rows.len());
-        let mut failure = None;
-        for row in &rows {
-            let span = publish_span(&exchange, row);
+        let mut sent = Sent {
+            pending: Vec::with_capacity(rows.len()),
+            unsent: Vec::new(),
+            failure: None,
+        };
+        let mut rows = rows.into_iter();
+        for row in rows.by_ref() {
+            let span = publish_span(&exchange, &row);
             let message_id = format!("{}/{}/{}", row.job_id, row.step_name, row.attempt);
             let mut headers = vec![
                 (
@@ -175,46 +256,95 @@ impl OutboxRelay {
                 .instrument(span.clone())
                 .await;
             match pending {
-                Ok(pending) => sent.push((row, span, pending)),
+                Ok(pending) => sent.pending.push((row, span, pending)),
                 Err(e) => {
                     span.in_scope(|| warn!(error = %e, "step publish failed"));
-                    failure = Some(e);
+                    sent.unsent.push(row.id);
+                    sent.failure = Some(e);
                     break;
                 }
             }
         }
-        let mut published = Vec::with_capacity(sent.len());
-        let mut refused = Vec::new();
-        for (row, span, pending) in sent {
-            match pending.confirmed().await {
-                Ok(()) => {
-                    self.metrics.published(&row.step_name);
-                    span.in_scope(|| debug!("step published"));
-                    published.push(row.id);
-                }
-                Err(e) => {
-                    span.in_scope(|| warn!(error = %e, "step publish not confirmed"));
-                    refused.push(row.id);
-                    failure.get_or_insert(e);
-                }
-            }
+        sent.unsent.extend(rows.map(|r| r.id));
+        sent
+    }
+
+    /// Publishes the due rows nobody published, one batch with every
+    /// confirm in flight at once; returns how many.
+    async fn publish_due(&self, publisher: &ConfirmedPublisher) -> Result<usize, RelayError> {
+        let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
+        let rows = db::outbox::take_due(&mut tx, BATCH, FAST_PATH_GRACE).await?;
+        if rows.is_empty() {
+            return Ok(0);
         }
-        db::outbox::mark_published(&mut tx, &published).await?;
-        if let Some(e) = &failure {
-            self.metrics.publish_failed();
-            let unsent: Vec<i64> = rows
-                .iter()
-                .map(|r| r.id)
-                .filter(|id| !published.contains(id))
-                .collect();
-            db::outbox::mark_failed(&mut tx, &unsent, &e.to_string()).await?;
-            let _ = refused;
-        }
+        let count = rows.len();
+        let sent = self.send(publisher, rows).await;
+        // The rows stay locked until they are settled: no other replica
+        // takes them meanwhile.
+        let settled = sent.settled(&self.metrics).await;
+        let failure = settled.record(&mut tx).await?;
         tx.commit().await.map_err(StoreError::from)?;
         match failure {
             Some(e) => Err(e.into()),
-            None => Ok(published.len()),
+            None => Ok(count),
         }
+    }
+}
+
+/// Messages sent, their confirms not in yet.
+struct Sent {
+    pending: Vec<(OutboxRow, tracing::Span, Pending)>,
+    /// Rows not sent (after a failure), still due.
+    unsent: Vec<i64>,
+    failure: Option<QueueError>,
+}
+
+impl Sent {
+    /// Waits for the broker's confirms.
+    async fn settled(self, metrics: &GatewayMetrics) -> Settled {
+        let mut settled = Settled {
+            published: Vec::with_capacity(self.pending.len()),
+            unconfirmed: self.unsent,
+            failure: self.failure,
+        };
+        for (row, span, pending) in self.pending {
+            match pending.confirmed().await {
+                Ok(()) => {
+                    metrics.published(&row.step_name);
+                    span.in_scope(|| debug!("step published"));
+                    settled.published.push(row.id);
+                }
+                Err(e) => {
+                    span.in_scope(|| warn!(error = %e, "step publish not confirmed"));
+                    settled.unconfirmed.push(row.id);
+                    settled.failure.get_or_insert(e);
+                }
+            }
+        }
+        if settled.failure.is_some() {
+            metrics.publish_failed();
+        }
+        settled
+    }
+}
+
+/// What the broker confirmed.
+struct Settled {
+    published: Vec<i64>,
+    /// Rows not sent or not confirmed: they stay due.
+    unconfirmed: Vec<i64>,
+    failure: Option<QueueError>,
+}
+
+impl Settled {
+    /// Marks the published rows, counts a failed attempt on the others;
+    /// returns the failure, if any.
+    async fn record(self, db: &mut sqlx::PgConnection) -> Result<Option<QueueError>, StoreError> {
+        db::outbox::mark_published(&mut *db, &self.published).await?;
+        if let Some(e) = &self.failure {
+            db::outbox::mark_failed(&mut *db, &self.unconfirmed, &e.to_string()).await?;
+        }
+        Ok(self.failure)
     }
 }
 

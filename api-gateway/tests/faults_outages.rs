@@ -217,6 +217,16 @@ async fn rabbitmq_stopped_and_started_again_loses_nothing() {
 
     // A second outage: relay and worker went through the first one, and
     // their backoff starts afresh, because the connection between worked.
+    // The first worker may still sleep the longest backoff of the first
+    // outage: the second one begins once it consumes again.
+    eventually(WITHIN, "the first worker consumes again", || async {
+        (first.log_text().matches("consuming step queues").count() >= 2).then_some(())
+    })
+    .await;
+    eventually(WITHIN, "the relay is connected again", || async {
+        (gateway.log_text().matches("outbox relay connected").count() >= 2).then_some(())
+    })
+    .await;
     second.kill9().await;
     let (gateway_mark, worker_mark) = (gateway.log_text().len(), first.log_text().len());
     let outage = BrokerOutage::begin();

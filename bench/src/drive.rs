@@ -120,7 +120,9 @@ pub async fn wait_terminal(pool: &PgPool, jobs: &[String], within: Duration) -> 
             "only {done} of {} failovers ended within {within:?}",
             jobs.len()
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Seldom: the figures come from the database's timestamps, and the
+        // poll itself is load on the database measured.
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 

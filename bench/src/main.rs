@@ -78,9 +78,19 @@ struct Args {
     /// Where each run keeps the processes' logs.
     #[arg(long, default_value = "target/bench")]
     logs: PathBuf,
+    /// Jobs per second of the open loop (default: half what the closed loop reached).
+    #[arg(long)]
+    open_rate: Option<f64>,
     /// Also write the figures as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// The Postgres server to run on (a user with the right to create
+    /// databases; trust or a password in the URL).
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432")]
+    postgres: String,
+    /// Keep each configuration's database for inspection (dropped otherwise).
+    #[arg(long)]
+    keep: bool,
     /// A short run (40 failovers, 3 s open loop, 20,000 list jobs, pgbench 3 s):
     /// that everything works, not figures to quote.
     #[arg(long)]
@@ -120,6 +130,7 @@ async fn main() -> anyhow::Result<()> {
         args.list_requests = args.list_requests.min(20);
         args.pgbench_seconds = args.pgbench_seconds.min(3);
     }
+    stack::use_server(&args.postgres);
     let run_id = stack::run_id();
     let logs = stack::run_folder(&args.logs, &run_id)?;
     eprintln!("failover-bench run {run_id}: logs in {}", logs.display());
@@ -240,7 +251,7 @@ async fn measure(
         );
 
         // The open loop, at half the throughput the closed loop reached.
-        figures.open_rate = figures.jobs_per_s / 2.0;
+        figures.open_rate = args.open_rate.unwrap_or(figures.jobs_per_s / 2.0);
         let count = ((figures.open_rate * args.open_seconds as f64).ceil() as usize).max(10);
         let vms = stack.add_vms(count).await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -261,7 +272,7 @@ async fn measure(
         Ok::<_, anyhow::Error>(figures)
     }
     .await;
-    stack.stop().await;
+    stack.stop(args.keep).await;
     result
 }
 

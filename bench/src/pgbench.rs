@@ -17,7 +17,15 @@ pub async fn tps(run_id: &str, clients: u32, seconds: Duration) -> anyhow::Resul
 }
 
 async fn run(db: &str, clients: u32, seconds: Duration) -> anyhow::Result<f64> {
-    let common = ["-h", "127.0.0.1", "-U", "postgres"];
+    let server = url::Url::parse(crate::stack::server()).context("the --postgres URL")?;
+    let host = server.host_str().unwrap_or("127.0.0.1").to_owned();
+    let port = server.port().unwrap_or(5432).to_string();
+    let user = if server.username().is_empty() {
+        "postgres".to_owned()
+    } else {
+        server.username().to_owned()
+    };
+    let common = ["-h", host.as_str(), "-p", port.as_str(), "-U", user.as_str()];
     let init = tokio::process::Command::new("pgbench")
         .args(common)
         .args(["-i", "-q", "-s", "10", db])

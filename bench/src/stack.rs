@@ -16,7 +16,22 @@ use simulators::cloudstack::{DEMO_APPLIANCE_VM_ID, DEMO_ZONE_ID};
 
 use crate::procs::{Process, binary, free_port, wait_ready};
 
-pub const ADMIN_DB: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// The Postgres server the benchmark runs on (`--postgres`).
+static SERVER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Sets the server, `postgres://USER@HOST:PORT`, once at start.
+pub fn use_server(url: &str) {
+    let _ = SERVER.set(url.trim_end_matches('/').to_owned());
+}
+
+/// The server's URL, without a database.
+pub fn server() -> &'static str {
+    SERVER.get().map_or("postgres://postgres@127.0.0.1:5432", String::as_str)
+}
+
+fn admin_db() -> String {
+    format!("{}/postgres", server())
+}
 
 /// VMs per test network (each network is a /24).
 const VMS_PER_NETWORK: usize = 200;
@@ -62,18 +77,18 @@ fn resource(i: usize) -> String {
 }
 
 pub async fn create_database(name: &str) -> anyhow::Result<String> {
-    let mut admin = sqlx::PgConnection::connect(ADMIN_DB).await?;
+    let mut admin = sqlx::PgConnection::connect(&admin_db()).await?;
     sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .execute(&mut admin)
         .await?;
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&mut admin)
         .await?;
-    Ok(format!("postgres://postgres@127.0.0.1:5432/{name}"))
+    Ok(format!("{}/{name}", server()))
 }
 
 pub async fn drop_database(name: &str) {
-    if let Ok(mut admin) = sqlx::PgConnection::connect(ADMIN_DB).await {
+    if let Ok(mut admin) = sqlx::PgConnection::connect(&admin_db()).await {
         let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
             .execute(&mut admin)
             .await;
@@ -360,7 +375,8 @@ impl BenchStack {
         Ok(())
     }
 
-    pub async fn stop(self) {
+    /// Stops every process; drops the database unless `keep`.
+    pub async fn stop(self, keep: bool) {
         for worker in self.workers {
             worker.stop(Duration::from_secs(10)).await;
         }
@@ -369,7 +385,11 @@ impl BenchStack {
             sim.stop(Duration::from_secs(5)).await;
         }
         self.pool.close().await;
-        drop_database(&self.db_name).await;
+        if keep {
+            eprintln!("  kept database {}", self.db_name);
+        } else {
+            drop_database(&self.db_name).await;
+        }
     }
 }
 

@@ -156,8 +156,12 @@ pub enum MetricEvent {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Effects {
     pub new_jobs: Vec<NewJob>,
-    /// Existing jobs, written whole (their state columns).
+    /// Existing jobs as the decision leaves them, written whole (their
+    /// state columns) unless listed in `unchanged_jobs`.
     pub jobs: Vec<JobRecord>,
+    /// Jobs of `jobs` whose own row stays as it was (only their steps
+    /// change): nothing is written to the job row.
+    pub unchanged_jobs: Vec<String>,
     /// Steps inserted or written whole.
     pub steps: Vec<StepWrite>,
     pub audit: Vec<AuditEntry>,
@@ -169,9 +173,9 @@ pub struct Effects {
     /// Jobs whose watchers are told of a change.
     pub changed: Vec<String>,
     pub metrics: Vec<MetricEvent>,
-    /// A VM no job of this decision holds any more: the next job waiting
-    /// for it may start (see [`crate::holds::next_to_start`]).
-    pub released_vm: Option<Uuid>,
+    /// VMs a job of this decision no longer holds: the next job waiting for
+    /// each may start (see [`crate::holds::next_to_start`]).
+    pub released_vms: Vec<Uuid>,
 }
 
 impl Effects {
@@ -191,6 +195,11 @@ impl Effects {
     pub fn extend(&mut self, other: Effects) {
         self.new_jobs.extend(other.new_jobs);
         for job in other.jobs {
+            if !other.unchanged_jobs.contains(&job.job_id) {
+                self.unchanged_jobs.retain(|id| *id != job.job_id);
+            } else if self.job(&job.job_id).is_none() {
+                self.unchanged_jobs.push(job.job_id.clone());
+            }
             match self.jobs.iter_mut().find(|j| j.job_id == job.job_id) {
                 Some(existing) => *existing = job,
                 None => self.jobs.push(job),
@@ -219,8 +228,10 @@ impl Effects {
             }
         }
         self.metrics.extend(other.metrics);
-        if other.released_vm.is_some() {
-            self.released_vm = other.released_vm;
+        for vm in other.released_vms {
+            if !self.released_vms.contains(&vm) {
+                self.released_vms.push(vm);
+            }
         }
     }
 

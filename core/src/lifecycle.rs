@@ -240,11 +240,23 @@ pub fn effects_of(
         }
     }
     if released {
-        effects.released_vm = Some(job.vm_id);
+        effects.released_vms.push(job.vm_id);
     }
     effects.changed.insert(0, job.job_id.clone());
+    if same_row(job, &next) {
+        effects.unchanged_jobs.push(job.job_id.clone());
+    }
     effects.jobs.push(next);
     effects
+}
+
+/// Whether the job's own row (all but its steps) is the same.
+fn same_row(a: &JobRecord, b: &JobRecord) -> bool {
+    let without_steps = |j: &JobRecord| JobRecord {
+        steps: Vec::new(),
+        ..j.clone()
+    };
+    without_steps(a) == without_steps(b)
 }
 
 /// How long a completed test failover with auto-cleanup stays up.

@@ -251,7 +251,7 @@ fn a_live_failover_that_completes_marks_its_vm_failed_over_and_frees_it() {
     let (done, last) = run_to_the_end(job, 1);
     assert_eq!(done.status, JobStatus::Completed);
     assert_eq!(last.vms_failed_over, [vm_id()]);
-    assert_eq!(last.released_vm, Some(vm_id()));
+    assert_eq!(last.released_vms, [vm_id()]);
     assert!(!done.holds_vm);
 }
 
@@ -260,7 +260,7 @@ fn a_test_failover_holds_its_vm_until_its_cleanup_completes() {
     let (job, _) = admitted(JobType::Test, SkipFlags::default());
     let (done, last) = run_to_the_end(job, 1);
     assert!(done.holds_vm, "the test VM is up");
-    assert_eq!(last.released_vm, None);
+    assert!(last.released_vms.is_empty());
 
     let candidates = failover_core::job::id_candidates(JobType::Cleanup, vm_id(), at(100));
     let cleanup = failover_core::admission::cleanup(
@@ -276,7 +276,7 @@ fn a_test_failover_holds_its_vm_until_its_cleanup_completes() {
     let (finished, last) = run_to_the_end(cleanup.effects.new_jobs[0].record.clone(), 101);
     assert_eq!(finished.status, JobStatus::Completed);
     assert_eq!(last.released_jobs, std::slice::from_ref(&done.job_id));
-    assert_eq!(last.released_vm, Some(vm_id()));
+    assert_eq!(last.released_vms, [vm_id()]);
     assert!(
         last.changed.contains(&done.job_id),
         "the test job's watchers are told"

@@ -61,7 +61,7 @@ fn a_cancelled_job_that_never_ran_ends_at_once() {
     assert_eq!(status, JobStatus::Cancelled);
     let job = after(&effects, &job.job_id);
     assert!(!job.holds_vm);
-    assert_eq!(effects.released_vm, Some(vm_id()));
+    assert_eq!(effects.released_vms, [vm_id()]);
     assert_eq!(
         operator::apply(&job, Command::Cancel, Uuid::nil(), &rules(), at(2)).unwrap(),
         Outcome::AlreadyDone("the job is already cancelled".into())

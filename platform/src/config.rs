@@ -126,7 +126,15 @@ pub struct WorkerSettings {
     pub gateway_url: Url,
     pub worker_id: String,
     pub steps: Vec<String>,
+    /// Steps run at once (those against CloudStack and LINSTOR mostly wait).
     pub concurrency: u16,
+    /// Of them, virt-customize runs at once (heavy on the host that sees
+    /// the disks).
+    pub virtio_concurrency: u16,
+    /// How long a delivery waits for a free slot before the worker hands
+    /// it back and stops consuming until a step ends.
+    #[serde(with = "humantime_serde")]
+    pub capacity_wait: Duration,
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
     #[serde(with = "humantime_serde")]
@@ -354,6 +362,10 @@ impl Settings {
         rule(
             self.worker.concurrency >= 1,
             "worker.concurrency must be at least 1",
+        )?;
+        rule(
+            self.worker.virtio_concurrency >= 1,
+            "worker.virtio_concurrency must be at least 1",
         )?;
         rule(
             !self.amqp.prefix.is_empty()

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use prost::Message as _;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, Postgres, QueryBuilder};
 use sqlx::types::Json;
 use uuid::Uuid;
 
@@ -17,10 +17,9 @@ use failover_core::{ErrorCode, JobStatus, StepName, StepStatus};
 
 use super::StoreError;
 use super::types::Db;
+use super::outbox::OutboxRow;
 use crate::dispatch;
-
-/// The channel the outbox relay listens on.
-pub const OUTBOX_CHANNEL: &str = "failover_outbox";
+use crate::events::JOB_EVENTS_CHANNEL;
 
 /// The traces dispatches continue (W3C `traceparent`): the decision's, and
 /// for a job whose start it includes, that job's own.
@@ -46,12 +45,13 @@ impl Traces {
     }
 }
 
-/// Writes `effects`; the dispatches continue `traces`.
+/// Writes `effects`; the dispatches continue `traces`. Returns the outbox
+/// rows written that are due at once, for the relay's fast path.
 pub async fn apply(
     tx: &mut PgConnection,
     effects: &Effects,
     traces: &Traces,
-) -> Result<(), StoreError> {
+) -> Result<Vec<OutboxRow>, StoreError> {
     for job in &effects.new_jobs {
         insert_job(tx, job, traces.of_job(&job.record.job_id)).await?;
     }
@@ -59,105 +59,159 @@ pub async fn apply(
     let audit = Audit::of(effects);
     let outbox = Outbox::of(effects, traces)?;
     let jobs = Jobs::of(effects);
-    let failed_over: Vec<Uuid> = effects.vms_failed_over.clone();
-    sqlx::query(APPLY)
-        .bind(&steps.job_id)
-        .bind(&steps.name)
-        .bind(&steps.position)
-        .bind(&steps.status)
-        .bind(&steps.attempt)
-        .bind(&steps.worker_id)
-        .bind(&steps.lease)
-        .bind(&steps.progress)
-        .bind(&steps.message)
-        .bind(&steps.log)
-        .bind(&steps.error_code)
-        .bind(&steps.error_message)
-        .bind(&steps.started)
-        .bind(&steps.completed)
-        .bind(&audit.correlation_id)
-        .bind(&audit.job_id)
-        .bind(&audit.operation)
-        .bind(&audit.status)
-        .bind(&audit.error_message)
-        .bind(&audit.details)
-        .bind(&outbox.job_id)
-        .bind(&outbox.step)
-        .bind(&outbox.attempt)
-        .bind(&outbox.correlation_id)
-        .bind(&outbox.payload)
-        .bind(&outbox.delay_ms)
-        .bind(&outbox.traceparent)
-        .bind(&jobs.job_id)
-        .bind(&jobs.status)
-        .bind(&jobs.current_step)
-        .bind(&jobs.outputs)
-        .bind(&jobs.destination_vm_id)
-        .bind(&jobs.error_code)
-        .bind(&jobs.error_message)
-        .bind(&jobs.error_step)
-        .bind(&jobs.started)
-        .bind(&jobs.completed)
-        .bind(&jobs.cancel_requested)
-        .bind(&jobs.holds_vm)
-        .bind(&jobs.auto_cleanup_at)
-        .bind(&jobs.waiting_for)
-        .bind(&jobs.cleanup_job_id)
-        .bind(&effects.released_jobs)
-        .bind(&failed_over)
-        .bind(&effects.changed)
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
+    // One statement of the parts there are: a decision writes a few of them,
+    // and each shape is prepared and planned once per connection.
+    let mut sql: QueryBuilder<'_, Postgres> = QueryBuilder::new("WITH ");
+    let mut parts = 0;
+    let mut part = |sql: &mut QueryBuilder<'_, Postgres>, name: &str| {
+        if parts > 0 {
+            sql.push(", ");
+        }
+        parts += 1;
+        sql.push(name).push(" AS (");
+    };
+    if !steps.job_id.is_empty() {
+        part(&mut sql, "steps");
+        sql.push(
+            "INSERT INTO failover_job_steps AS s (job_id, step_name, position, status, attempt,
+                worker_id, lease_expires_at, progress, message, log, error_code, error_message,
+                started_at, completed_at)
+             SELECT * FROM unnest(",
+        );
+        let mut list = sql.separated(", ");
+        list.push_bind(&steps.job_id).push_unseparated("::text[]");
+        list.push_bind(&steps.name).push_unseparated("::text[]");
+        list.push_bind(&steps.position).push_unseparated("::int4[]");
+        list.push_bind(&steps.status).push_unseparated("::text[]");
+        list.push_bind(&steps.attempt).push_unseparated("::int4[]");
+        list.push_bind(&steps.worker_id).push_unseparated("::text[]");
+        list.push_bind(&steps.lease).push_unseparated("::timestamptz[]");
+        list.push_bind(&steps.progress).push_unseparated("::int4[]");
+        list.push_bind(&steps.message).push_unseparated("::text[]");
+        list.push_bind(&steps.log).push_unseparated("::text[]");
+        list.push_bind(&steps.error_code).push_unseparated("::text[]");
+        list.push_bind(&steps.error_message).push_unseparated("::text[]");
+        list.push_bind(&steps.started).push_unseparated("::timestamptz[]");
+        list.push_bind(&steps.completed).push_unseparated("::timestamptz[]");
+        sql.push(
+            ")
+             ON CONFLICT (job_id, step_name) DO UPDATE SET
+                status = EXCLUDED.status, attempt = EXCLUDED.attempt, worker_id = EXCLUDED.worker_id,
+                lease_expires_at = EXCLUDED.lease_expires_at, progress = EXCLUDED.progress,
+                message = EXCLUDED.message, log = COALESCE(EXCLUDED.log, s.log),
+                error_code = EXCLUDED.error_code, error_message = EXCLUDED.error_message,
+                started_at = EXCLUDED.started_at, completed_at = EXCLUDED.completed_at,
+                updated_at = now())",
+        );
+    }
+    if !audit.job_id.is_empty() {
+        part(&mut sql, "audit");
+        sql.push(
+            "INSERT INTO job_tracking (correlation_id, job_id, operation, status, error_message, details)
+             SELECT c, j, o, st, e, d::jsonb FROM unnest(",
+        );
+        let mut list = sql.separated(", ");
+        list.push_bind(&audit.correlation_id).push_unseparated("::uuid[]");
+        list.push_bind(&audit.job_id).push_unseparated("::text[]");
+        list.push_bind(&audit.operation).push_unseparated("::text[]");
+        list.push_bind(&audit.status).push_unseparated("::text[]");
+        list.push_bind(&audit.error_message).push_unseparated("::text[]");
+        list.push_bind(&audit.details).push_unseparated("::text[]");
+        sql.push(") WITH ORDINALITY AS a(c, j, o, st, e, d, n) ORDER BY n)");
+    }
+    if !outbox.job_id.is_empty() {
+        part(&mut sql, "dispatched");
+        sql.push(
+            "INSERT INTO outbox (job_id, step_name, attempt, correlation_id, routing_key, payload,
+                available_at, traceparent)
+             SELECT j, st, att, c, st, p, now() + make_interval(secs => ms / 1000), tp FROM unnest(",
+        );
+        let mut list = sql.separated(", ");
+        list.push_bind(&outbox.job_id).push_unseparated("::text[]");
+        list.push_bind(&outbox.step).push_unseparated("::text[]");
+        list.push_bind(&outbox.attempt).push_unseparated("::int4[]");
+        list.push_bind(&outbox.correlation_id).push_unseparated("::uuid[]");
+        list.push_bind(&outbox.payload).push_unseparated("::bytea[]");
+        list.push_bind(&outbox.delay_ms).push_unseparated("::float8[]");
+        list.push_bind(&outbox.traceparent).push_unseparated("::text[]");
+        sql.push(") AS o(j, st, att, c, p, ms, tp) RETURNING id, job_id, step_name, attempt)");
+    }
+    if !jobs.job_id.is_empty() {
+        part(&mut sql, "jobs");
+        sql.push(
+            "UPDATE failover_jobs f SET status = u.status, current_step = u.current_step,
+                outputs = u.outputs::jsonb, destination_vm_id = u.destination_vm_id,
+                error_code = u.error_code, error_message = u.error_message, error_step = u.error_step,
+                started_at = u.started_at, completed_at = u.completed_at,
+                cancel_requested = u.cancel_requested, holds_vm = u.holds_vm,
+                auto_cleanup_at = u.auto_cleanup_at, waiting_for = u.waiting_for,
+                cleanup_job_id = u.cleanup_job_id, updated_at = now()
+             FROM unnest(",
+        );
+        let mut list = sql.separated(", ");
+        list.push_bind(&jobs.job_id).push_unseparated("::text[]");
+        list.push_bind(&jobs.status).push_unseparated("::text[]");
+        list.push_bind(&jobs.current_step).push_unseparated("::text[]");
+        list.push_bind(&jobs.outputs).push_unseparated("::text[]");
+        list.push_bind(&jobs.destination_vm_id).push_unseparated("::text[]");
+        list.push_bind(&jobs.error_code).push_unseparated("::text[]");
+        list.push_bind(&jobs.error_message).push_unseparated("::text[]");
+        list.push_bind(&jobs.error_step).push_unseparated("::text[]");
+        list.push_bind(&jobs.started).push_unseparated("::timestamptz[]");
+        list.push_bind(&jobs.completed).push_unseparated("::timestamptz[]");
+        list.push_bind(&jobs.cancel_requested).push_unseparated("::bool[]");
+        list.push_bind(&jobs.holds_vm).push_unseparated("::bool[]");
+        list.push_bind(&jobs.auto_cleanup_at).push_unseparated("::timestamptz[]");
+        list.push_bind(&jobs.waiting_for).push_unseparated("::text[]");
+        list.push_bind(&jobs.cleanup_job_id).push_unseparated("::text[]");
+        sql.push(
+            ") AS u(job_id, status, current_step, outputs, destination_vm_id, error_code,
+                error_message, error_step, started_at, completed_at, cancel_requested, holds_vm,
+                auto_cleanup_at, waiting_for, cleanup_job_id)
+             WHERE f.job_id = u.job_id)",
+        );
+    }
+    if !effects.released_jobs.is_empty() {
+        part(&mut sql, "released");
+        sql.push("UPDATE failover_jobs SET holds_vm = false, updated_at = now() WHERE job_id = ANY(")
+            .push_bind(&effects.released_jobs)
+            .push("))");
+    }
+    if !effects.vms_failed_over.is_empty() {
+        part(&mut sql, "failed_over");
+        sql.push(
+            "UPDATE vms SET replication_state = 'failed-over', updated_at = now() WHERE vm_id = ANY(",
+        )
+        .push_bind(&effects.vms_failed_over)
+        .push("))");
+    }
+    if parts == 0 {
+        if effects.changed.is_empty() {
+            return Ok(Vec::new());
+        }
+        sql = QueryBuilder::new("");
+    }
+    // Sent by Postgres at commit: the watchers of the changed jobs, and the
+    // relays when there is something to publish.
+    sql.push(format!(
+        " SELECT (SELECT count(pg_notify('{JOB_EVENTS_CHANNEL}', c)) FROM unnest("
+    ))
+    .push_bind(&effects.changed)
+    .push("::text[]) c) AS notified");
+    if outbox.job_id.is_empty() {
+        sql.build().execute(&mut *tx).await?;
+        return Ok(Vec::new());
+    }
+    sql.push(
+        ", ARRAY(SELECT id FROM dispatched ORDER BY id) AS ids,
+           ARRAY(SELECT job_id FROM dispatched ORDER BY id) AS job_ids,
+           ARRAY(SELECT step_name FROM dispatched ORDER BY id) AS steps,
+           ARRAY(SELECT attempt FROM dispatched ORDER BY id) AS attempts",
+    );
+    let (_, ids, job_ids, steps, attempts): (i64, Vec<i64>, Vec<String>, Vec<String>, Vec<i32>) =
+        sql.build_query_as().fetch_one(&mut *tx).await?;
+    Ok(outbox.due_now(&ids, &job_ids, &steps, &attempts, effects))
 }
-
-const APPLY: &str = "WITH steps AS (
-    INSERT INTO failover_job_steps AS s (job_id, step_name, position, status, attempt, worker_id,
-        lease_expires_at, progress, message, log, error_code, error_message, started_at, completed_at)
-    SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::int4[], $6::text[],
-        $7::timestamptz[], $8::int4[], $9::text[], $10::text[], $11::text[], $12::text[],
-        $13::timestamptz[], $14::timestamptz[])
-    ON CONFLICT (job_id, step_name) DO UPDATE SET
-        status = EXCLUDED.status, attempt = EXCLUDED.attempt, worker_id = EXCLUDED.worker_id,
-        lease_expires_at = EXCLUDED.lease_expires_at, progress = EXCLUDED.progress,
-        message = EXCLUDED.message, log = COALESCE(EXCLUDED.log, s.log),
-        error_code = EXCLUDED.error_code, error_message = EXCLUDED.error_message,
-        started_at = EXCLUDED.started_at, completed_at = EXCLUDED.completed_at, updated_at = now()
-), audit AS (
-    INSERT INTO job_tracking (correlation_id, job_id, operation, status, error_message, details)
-    SELECT c, j, o, st, e, d::jsonb
-    FROM unnest($15::uuid[], $16::text[], $17::text[], $18::text[], $19::text[], $20::text[])
-        WITH ORDINALITY AS a(c, j, o, st, e, d, n)
-    ORDER BY n
-), dispatched AS (
-    INSERT INTO outbox (job_id, step_name, attempt, correlation_id, routing_key, payload,
-        available_at, traceparent)
-    SELECT j, st, att, c, st, p, now() + make_interval(secs => ms / 1000), tp
-    FROM unnest($21::text[], $22::text[], $23::int4[], $24::uuid[], $25::bytea[], $26::float8[],
-        $27::text[]) AS o(j, st, att, c, p, ms, tp)
-), jobs AS (
-    UPDATE failover_jobs f SET status = u.status, current_step = u.current_step,
-        outputs = u.outputs::jsonb, destination_vm_id = u.destination_vm_id,
-        error_code = u.error_code, error_message = u.error_message, error_step = u.error_step,
-        started_at = u.started_at, completed_at = u.completed_at,
-        cancel_requested = u.cancel_requested, holds_vm = u.holds_vm,
-        auto_cleanup_at = u.auto_cleanup_at, waiting_for = u.waiting_for,
-        cleanup_job_id = u.cleanup_job_id, updated_at = now()
-    FROM unnest($28::text[], $29::text[], $30::text[], $31::text[], $32::text[], $33::text[],
-        $34::text[], $35::text[], $36::timestamptz[], $37::timestamptz[], $38::bool[],
-        $39::bool[], $40::timestamptz[], $41::text[], $42::text[])
-        AS u(job_id, status, current_step, outputs, destination_vm_id, error_code, error_message,
-             error_step, started_at, completed_at, cancel_requested, holds_vm, auto_cleanup_at,
-             waiting_for, cleanup_job_id)
-    WHERE f.job_id = u.job_id
-), released AS (
-    UPDATE failover_jobs SET holds_vm = false, updated_at = now() WHERE job_id = ANY($43::text[])
-), failed_over AS (
-    UPDATE vms SET replication_state = 'failed-over', updated_at = now()
-    WHERE vm_id = ANY($44::uuid[])
-)
-SELECT (SELECT count(pg_notify('failover_job_events', c)) FROM unnest($45::text[]) c),
-       (SELECT count(pg_notify('failover_outbox', '')) WHERE cardinality($21::text[]) > 0)";
 
 #[derive(Default)]
 struct Steps {
@@ -263,6 +317,44 @@ impl Outbox {
     }
 }
 
+impl Outbox {
+    /// The rows written with no delay, by what the insert returned.
+    fn due_now(
+        self,
+        ids: &[i64],
+        job_ids: &[String],
+        steps: &[String],
+        attempts: &[i32],
+        effects: &Effects,
+    ) -> Vec<OutboxRow> {
+        let mut rows = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            let Some(n) = (0..self.job_id.len()).find(|&n| {
+                self.job_id[n] == job_ids[i]
+                    && self.step[n].0.as_str() == steps[i]
+                    && self.attempt[n] == attempts[i]
+            }) else {
+                continue;
+            };
+            if self.delay_ms[n] > 0.0 {
+                continue;
+            }
+            rows.push(OutboxRow {
+                id: *id,
+                job_id: self.job_id[n].clone(),
+                step_name: steps[i].clone(),
+                attempt: attempts[i],
+                correlation_id: self.correlation_id[n],
+                routing_key: steps[i].clone(),
+                payload: self.payload[n].clone(),
+                traceparent: self.traceparent[n].clone(),
+                vm_id: effects.job(&self.job_id[n]).map(|j| j.vm_id),
+            });
+        }
+        rows
+    }
+}
+
 #[derive(Default)]
 struct Jobs {
     job_id: Vec<String>,
@@ -285,7 +377,11 @@ struct Jobs {
 impl Jobs {
     fn of(effects: &Effects) -> Self {
         let mut j = Jobs::default();
-        for job in &effects.jobs {
+        for job in effects
+            .jobs
+            .iter()
+            .filter(|j| !effects.unchanged_jobs.contains(&j.job_id))
+        {
             j.job_id.push(job.job_id.clone());
             j.status.push(Db(job.status));
             j.current_step.push(job.current_step.map(Db));
@@ -356,18 +452,4 @@ async fn insert_job(
 
 fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_write_notifies_the_channels_the_listeners_listen_on() {
-        assert!(APPLY.contains(&format!(
-            "pg_notify('{}'",
-            crate::events::JOB_EVENTS_CHANNEL
-        )));
-        assert!(APPLY.contains(&format!("pg_notify('{OUTBOX_CHANNEL}'")));
-    }
 }

@@ -44,6 +44,22 @@ pub async fn find(
     .await?)
 }
 
+/// [`find`] within a transaction.
+pub async fn find_in(
+    tx: &mut PgConnection,
+    key: &str,
+    endpoint: &str,
+) -> Result<Option<Remembered>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT request_hash, job_id, response_status, outcome, correlation_id FROM idempotency_keys
+         WHERE idempotency_key = $1 AND endpoint = $2",
+    )
+    .bind(key)
+    .bind(endpoint)
+    .fetch_optional(&mut *tx)
+    .await?)
+}
+
 /// Records `key` for `job_id`; false when another request recorded it first.
 pub async fn record(
     tx: &mut PgConnection,

@@ -72,40 +72,50 @@ struct LockedRow {
     step_completed: Vec<Option<DateTime<Utc>>>,
 }
 
-const LOCK_JOB: &str = "WITH job AS (
+const LOCK_JOBS: &str = "WITH job AS (
         SELECT job_id, correlation_id, vm_id, vm_name, job_type, status, current_step, task_context,
                outputs, destination_vm_id, error_code, error_message, error_step, rollback_on_failure,
                cancel_requested, holds_vm, parent_job_id, cleanup_job_id, auto_cleanup, test_duration,
                linstor_snapshot_name, waiting_for, created_at, started_at, completed_at,
                auto_cleanup_at, traceparent
-        FROM failover_jobs WHERE job_id = $1 FOR UPDATE
+        FROM failover_jobs WHERE job_id = ANY($1) ORDER BY job_id FOR UPDATE
     ), steps AS (
-        SELECT step_name, position, status, attempt, worker_id, lease_expires_at, progress, message,
-               error_code, error_message, started_at, completed_at
-        FROM failover_job_steps WHERE job_id = $1 ORDER BY position FOR UPDATE
+        SELECT job_id, step_name, position, status, attempt, worker_id, lease_expires_at, progress,
+               message, error_code, error_message, started_at, completed_at
+        FROM failover_job_steps WHERE job_id = ANY($1) ORDER BY job_id, position FOR UPDATE
     )
-    SELECT job.*, now() AS now,
-           ARRAY(SELECT step_name FROM steps ORDER BY position) AS step_name,
-           ARRAY(SELECT position FROM steps ORDER BY position) AS step_position,
-           ARRAY(SELECT status FROM steps ORDER BY position) AS step_status,
-           ARRAY(SELECT attempt FROM steps ORDER BY position) AS step_attempt,
-           ARRAY(SELECT worker_id FROM steps ORDER BY position) AS step_worker,
-           ARRAY(SELECT lease_expires_at FROM steps ORDER BY position) AS step_lease,
-           ARRAY(SELECT progress FROM steps ORDER BY position) AS step_progress,
-           ARRAY(SELECT message FROM steps ORDER BY position) AS step_message,
-           ARRAY(SELECT error_code FROM steps ORDER BY position) AS step_error_code,
-           ARRAY(SELECT error_message FROM steps ORDER BY position) AS step_error_message,
-           ARRAY(SELECT started_at FROM steps ORDER BY position) AS step_started,
-           ARRAY(SELECT completed_at FROM steps ORDER BY position) AS step_completed
-    FROM job";
+    SELECT job.*, now() AS now, s.*
+    FROM job, LATERAL (
+        SELECT array_agg(step_name ORDER BY position) AS step_name,
+               array_agg(position ORDER BY position) AS step_position,
+               array_agg(status ORDER BY position) AS step_status,
+               array_agg(attempt ORDER BY position) AS step_attempt,
+               array_agg(worker_id ORDER BY position) AS step_worker,
+               array_agg(lease_expires_at ORDER BY position) AS step_lease,
+               array_agg(progress ORDER BY position) AS step_progress,
+               array_agg(message ORDER BY position) AS step_message,
+               array_agg(error_code ORDER BY position) AS step_error_code,
+               array_agg(error_message ORDER BY position) AS step_error_message,
+               array_agg(started_at ORDER BY position) AS step_started,
+               array_agg(completed_at ORDER BY position) AS step_completed
+        FROM steps WHERE steps.job_id = job.job_id) s";
 
 /// Locks `job_id` and its steps and reads them, in one statement.
 pub async fn lock(tx: &mut PgConnection, job_id: &str) -> Result<Option<Locked>, StoreError> {
-    let row: Option<LockedRow> = sqlx::query_as(LOCK_JOB)
-        .bind(job_id)
-        .fetch_optional(&mut *tx)
+    Ok(lock_many(tx, &[job_id.to_owned()]).await?.pop())
+}
+
+/// Locks jobs and their steps (in the order of their ids, the order every
+/// writer locks them in) and reads them, in one statement.
+pub async fn lock_many(
+    tx: &mut PgConnection,
+    job_ids: &[String],
+) -> Result<Vec<Locked>, StoreError> {
+    let rows: Vec<LockedRow> = sqlx::query_as(LOCK_JOBS)
+        .bind(job_ids)
+        .fetch_all(&mut *tx)
         .await?;
-    row.map(LockedRow::into_locked).transpose()
+    rows.into_iter().map(LockedRow::into_locked).collect()
 }
 
 impl LockedRow {
@@ -280,17 +290,26 @@ pub async fn holders(tx: &mut PgConnection, vm_id: Uuid) -> Result<Vec<Holder>, 
         .collect())
 }
 
-/// Which of `candidates` are ids of existing jobs.
+/// Which of `candidates` are ids of existing jobs. The candidates share
+/// their prefix and differ in the seconds at their end, in order: one range
+/// of the primary key holds them all.
 pub async fn taken_ids(
     tx: &mut PgConnection,
     candidates: &[String],
 ) -> Result<Vec<String>, StoreError> {
-    Ok(
-        sqlx::query_scalar("SELECT job_id FROM failover_jobs WHERE job_id = ANY($1)")
-            .bind(candidates)
+    let (Some(first), Some(last)) = (candidates.first(), candidates.last()) else {
+        return Ok(Vec::new());
+    };
+    let taken: Vec<String> =
+        sqlx::query_scalar("SELECT job_id FROM failover_jobs WHERE job_id BETWEEN $1 AND $2")
+            .bind(first)
+            .bind(last)
             .fetch_all(&mut *tx)
-            .await?,
-    )
+            .await?;
+    Ok(taken
+        .into_iter()
+        .filter(|id| candidates.contains(id))
+        .collect())
 }
 
 /// Locks the VM's inventory row: admissions and releases of one VM are
@@ -414,8 +433,12 @@ pub struct JobDetail {
 }
 
 pub async fn detail(pool: &PgPool, job_id: &str) -> Result<Option<JobDetail>, StoreError> {
+    // A job changes when its steps do: its updated_at is the latest of both.
     let job: Option<JobRow> = sqlx::query_as(&format!(
-        "SELECT {JOB_COLUMNS} FROM failover_jobs WHERE job_id = $1"
+        "SELECT {}, GREATEST(updated_at, (SELECT max(s.updated_at) FROM failover_job_steps s
+                WHERE s.job_id = failover_jobs.job_id)) AS updated_at
+         FROM failover_jobs WHERE job_id = $1",
+        JOB_COLUMNS.replace(" updated_at,", "")
     ))
     .bind(job_id)
     .fetch_optional(pool)

@@ -13,11 +13,12 @@ pub mod outbox;
 pub mod tracking;
 pub mod types;
 
+use std::str::FromStr as _;
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use failover_platform::config::DatabaseSettings;
 
@@ -49,6 +50,18 @@ impl StoreError {
     pub fn is_conflict(&self) -> bool {
         matches!(self, StoreError::Conflict(_))
     }
+
+    /// The same failure again, for another caller that shared the work.
+    pub fn again(&self) -> StoreError {
+        let text = || std::io::Error::other(self.to_string());
+        match self {
+            StoreError::Unavailable(_) => StoreError::Unavailable(sqlx::Error::Io(text())),
+            StoreError::Conflict(_) => StoreError::Conflict(sqlx::Error::Protocol(self.to_string())),
+            StoreError::Database(_) => StoreError::Database(sqlx::Error::Protocol(self.to_string())),
+            StoreError::Corrupt(reason) => StoreError::Corrupt(reason.clone()),
+            StoreError::Vanished => StoreError::Vanished,
+        }
+    }
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -76,8 +89,29 @@ impl From<sqlx::Error> for StoreError {
 /// A lazily connecting pool: the gateway starts (and answers 503) while the
 /// database is down, and recovers by itself when it is back.
 pub fn pool(settings: &DatabaseSettings) -> Result<PgPool, sqlx::Error> {
-    PgPoolOptions::new()
-        .max_connections(settings.max_connections)
+    pool_with(settings, settings.max_connections, &[])
+}
+
+/// The outbox relay's pool: its writes (published marks, failed attempts)
+/// are harmless to lose in a crash (a row is then published again), so its
+/// commits do not wait for the disk.
+pub fn relay_pool(settings: &DatabaseSettings) -> Result<PgPool, sqlx::Error> {
+    pool_with(settings, 2, &[("synchronous_commit", "off")])
+}
+
+fn pool_with(
+    settings: &DatabaseSettings,
+    max_connections: u32,
+    options: &[(&str, &str)],
+) -> Result<PgPool, sqlx::Error> {
+    let options = PgConnectOptions::from_str(settings.url.expose_secret())?
+        .options([("plan_cache_mode", "force_generic_plan")])
+        .options(options.iter().copied());
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy(settings.url.expose_secret())
+        // No round trip to check a connection before each use: a broken one
+        // fails its first statement, which is answered like an outage.
+        .test_before_acquire(false)
+        .connect_lazy_with(options))
 }

@@ -23,22 +23,31 @@ pub struct OutboxRow {
     pub vm_id: Option<Uuid>,
 }
 
-/// Locks and reads up to `limit` due rows, oldest first.
-pub async fn take_due(tx: &mut PgConnection, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
+/// Locks and reads up to `limit` due rows nobody published, oldest first:
+/// delayed dispatches whose time came, and the others once they are
+/// `grace` old (before, the fast path of the replica that wrote them has
+/// them).
+pub async fn take_due(
+    tx: &mut PgConnection,
+    limit: i64,
+    grace: Duration,
+) -> Result<Vec<OutboxRow>, StoreError> {
     Ok(sqlx::query_as(
         "SELECT o.id, o.job_id, o.step_name, o.attempt, o.correlation_id, o.routing_key,
                 o.payload, o.traceparent, j.vm_id
          FROM outbox o LEFT JOIN failover_jobs j ON j.job_id = o.job_id
          WHERE o.published_at IS NULL AND o.available_at <= now()
+           AND (o.available_at > o.created_at OR o.created_at < now() - make_interval(secs => $2))
          ORDER BY o.id LIMIT $1 FOR UPDATE OF o SKIP LOCKED",
     )
     .bind(limit)
+    .bind(grace.as_secs_f64())
     .fetch_all(&mut *tx)
     .await?)
 }
 
 /// Marks rows the broker confirmed as published.
-pub async fn mark_published(tx: &mut PgConnection, ids: &[i64]) -> Result<(), StoreError> {
+pub async fn mark_published(db: &mut PgConnection, ids: &[i64]) -> Result<(), StoreError> {
     if ids.is_empty() {
         return Ok(());
     }
@@ -47,17 +56,13 @@ pub async fn mark_published(tx: &mut PgConnection, ids: &[i64]) -> Result<(), St
          WHERE id = ANY($1)",
     )
     .bind(ids)
-    .execute(&mut *tx)
+    .execute(&mut *db)
     .await?;
     Ok(())
 }
 
 /// Records a failed publish of rows; they stay due.
-pub async fn mark_failed(
-    tx: &mut PgConnection,
-    ids: &[i64],
-    error: &str,
-) -> Result<(), StoreError> {
+pub async fn mark_failed(db: &mut PgConnection, ids: &[i64], error: &str) -> Result<(), StoreError> {
     if ids.is_empty() {
         return Ok(());
     }
@@ -66,7 +71,7 @@ pub async fn mark_failed(
     )
     .bind(ids)
     .bind(error)
-    .execute(&mut *tx)
+    .execute(&mut *db)
     .await?;
     Ok(())
 }
@@ -85,14 +90,16 @@ pub async fn sample(pool: &PgPool) -> Result<(i64, i64, f64), StoreError> {
     .await?)
 }
 
-/// Deletes rows published longer than `retention` ago, a batch at a time;
+/// Deletes rows published longer than `retention` ago, a batch at a time,
+/// oldest first (rows are published in about the order of their ids);
 /// returns how many.
 pub async fn purge_published(pool: &PgPool, retention: Duration) -> Result<u64, StoreError> {
+    // Only the oldest rows are looked at: the scan stays short whatever
+    // the size of the table.
     let done = sqlx::query(
-        "DELETE FROM outbox WHERE id IN (
-           SELECT id FROM outbox
-           WHERE published_at < now() - make_interval(secs => $1)
-           ORDER BY id LIMIT 10000)",
+        "DELETE FROM outbox
+         WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT 10000)
+           AND published_at < now() - make_interval(secs => $1)",
     )
     .bind(retention.as_secs_f64())
     .execute(pool)

@@ -103,7 +103,7 @@ impl StepCoordination for StepCoordinationService {
             .await
             .map_err(to_status)?;
         let lease_ms = u64::try_from(self.service.lease_duration().as_millis()).unwrap_or(u64::MAX);
-        span.in_scope(|| tracing::info!(worker_id = %req.worker_id, ?verdict, "claim"));
+        span.in_scope(|| tracing::debug!(worker_id = %req.worker_id, ?verdict, "claim"));
         Ok(Response::new(match verdict {
             Verdict::Accepted(()) => pb::ClaimStepResponse {
                 granted: true,
@@ -207,7 +207,7 @@ impl StepCoordination for StepCoordinationService {
             .instrument(span.clone())
             .await
             .map_err(to_status)?;
-        span.in_scope(|| tracing::info!(worker_id = %req.worker_id, ?verdict, "report"));
+        span.in_scope(|| tracing::debug!(worker_id = %req.worker_id, ?verdict, "report"));
         Ok(Response::new(match verdict {
             Verdict::Accepted(()) => pb::ReportStepResponse {
                 accepted: true,

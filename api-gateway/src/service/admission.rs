@@ -89,10 +89,11 @@ impl FailoverService {
                 return self.replayed(key).await;
             }
             let span = transition_span(&admitted.job_id, &req, admitted.waiting_for.is_none());
-            db::apply::apply(&mut tx, &admitted.effects, &Traces::of(traceparent.clone()))
+            let due = db::apply::apply(&mut tx, &admitted.effects, &Traces::of(traceparent.clone()))
                 .instrument(span)
                 .await?;
             tx.commit().await.map_err(StoreError::from)?;
+            self.dispatches.hand_over(due);
             self.counted(&admitted.effects);
             info!(job_id = %admitted.job_id, correlation_id = %req.correlation_id, vm_id = %req.vm_id,
                   job_type = %req.job_type, waiting_for = ?admitted.waiting_for, "failover accepted");
@@ -135,8 +136,9 @@ impl FailoverService {
                 drop(tx);
                 return self.replayed(key).await;
             }
-            db::apply::apply(&mut tx, &effects, &Traces::of(traceparent.clone())).await?;
+            let due = db::apply::apply(&mut tx, &effects, &Traces::of(traceparent.clone())).await?;
             tx.commit().await.map_err(StoreError::from)?;
+            self.dispatches.hand_over(due);
             self.counted(&effects);
             info!(job_id = %accepted.job_id, test_job_id = target_job_id, correlation_id = %correlation_id,
                   trigger = "request", "cleanup accepted");
@@ -219,8 +221,9 @@ impl FailoverService {
                 }
             };
             let traceparent = propagation::traceparent(&span);
-            db::apply::apply(&mut tx, &effects, &Traces::of(traceparent.clone())).await?;
+            let due = db::apply::apply(&mut tx, &effects, &Traces::of(traceparent.clone())).await?;
             tx.commit().await.map_err(StoreError::from)?;
+            self.dispatches.hand_over(due);
             self.counted(&effects);
             span.in_scope(|| info!(test_job_id = %job_id, cleanup_job_id = %accepted.job_id, "auto-cleanup started"));
             started += 1;

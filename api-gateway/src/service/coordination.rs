@@ -6,7 +6,8 @@ use tracing::warn;
 use failover_core::coordination::{self, Report, StepOutcome};
 use failover_core::pipeline::StepName;
 
-use super::{EventLabel, FailoverService, ServiceError, Verdict};
+use super::batch::Command;
+use super::{FailoverService, ServiceError, Verdict};
 use crate::db::apply::Traces;
 use crate::db::{self, StoreError};
 
@@ -28,23 +29,12 @@ impl FailoverService {
         attempt: u32,
         worker_id: &str,
     ) -> Result<Verdict<()>, ServiceError> {
-        let label = EventLabel {
-            name: "claimed",
-            step: Some(step),
+        let command = Command::Claim {
+            step,
             attempt,
+            worker_id: worker_id.to_owned(),
         };
-        self.on_job(job_id, label, None, |locked| {
-            coordination::claim(
-                &locked.record,
-                step,
-                attempt,
-                worker_id,
-                &self.rules,
-                locked.now,
-            )
-            .map(|effects| (effects, ()))
-        })
-        .await
+        Ok(self.batcher.submit(job_id, command).await?.map(|_| ()))
     }
 
     /// Renews a lease and records the step's progress.
@@ -95,60 +85,30 @@ impl FailoverService {
         outcome: StepOutcome,
         log: Option<&str>,
     ) -> Result<Verdict<()>, ServiceError> {
-        let label = EventLabel {
-            name: match &outcome {
-                StepOutcome::Succeeded { .. } => "succeeded",
-                StepOutcome::Failed(_) => "failed",
-                StepOutcome::Skipped { .. } => "skipped",
-            },
-            step: Some(step),
+        let command = Command::Report(Report {
+            step,
             attempt,
-        };
-        self.on_job(job_id, label, None, |locked| {
-            coordination::report(
-                &locked.record,
-                Report {
-                    step,
-                    attempt,
-                    worker_id: worker_id.to_owned(),
-                    outcome: outcome.clone(),
-                    log: log.map(str::to_owned),
-                },
-                &self.rules,
-                locked.now,
-            )
-            .map(|effects| (effects, ()))
-        })
-        .await
+            worker_id: worker_id.to_owned(),
+            outcome,
+            log: log.map(str::to_owned),
+        });
+        Ok(self.batcher.submit(job_id, command).await?.map(|_| ()))
     }
 
     /// Dispatches again every step whose lease ran out; returns how many.
     pub async fn expire_leases(&self) -> Result<usize, ServiceError> {
         let expired = db::jobs::expired_leases(&self.pool, 100).await?;
+        let verdicts = futures::future::join_all(expired.iter().map(|(job_id, step, attempt)| {
+            let command = Command::ExpireLease {
+                step: *step,
+                attempt: *attempt,
+            };
+            async move { (job_id, step, attempt, self.batcher.submit(job_id, command).await) }
+        }))
+        .await;
         let mut handled = 0;
-        for (job_id, step, attempt) in expired {
-            let verdict = self
-                .on_job(
-                    &job_id,
-                    EventLabel {
-                        name: "lease-expired",
-                        step: Some(step),
-                        attempt,
-                    },
-                    None,
-                    |locked| {
-                        coordination::expire_lease(
-                            &locked.record,
-                            step,
-                            attempt,
-                            &self.rules,
-                            locked.now,
-                        )
-                        .map(|effects| (effects, ()))
-                    },
-                )
-                .await?;
-            if verdict == Verdict::Accepted(()) {
+        for (job_id, step, attempt, verdict) in verdicts {
+            if matches!(verdict?, Verdict::Accepted(_)) {
                 warn!(job_id, step = %step, attempt, "step lease expired");
                 handled += 1;
             }

@@ -70,6 +70,29 @@ impl ServiceError {
         }
     }
 
+    /// The same error again, for another caller that shared the work.
+    pub fn again(&self) -> ServiceError {
+        match self {
+            ServiceError::VmNotFound { vm_id, reason } => ServiceError::VmNotFound {
+                vm_id: *vm_id,
+                reason: reason.clone(),
+            },
+            ServiceError::JobNotFound(id) => ServiceError::JobNotFound(id.clone()),
+            ServiceError::VmBusy {
+                message,
+                active_job,
+            } => ServiceError::VmBusy {
+                message: message.clone(),
+                active_job: active_job.clone(),
+            },
+            ServiceError::Conflict { message, job_id } => ServiceError::Conflict {
+                message: message.clone(),
+                job_id: job_id.clone(),
+            },
+            ServiceError::Store(store) => ServiceError::Store(store.again()),
+        }
+    }
+
     pub(crate) fn conflict(message: impl Into<String>, job_id: impl Into<String>) -> Self {
         ServiceError::Conflict {
             message: message.into(),

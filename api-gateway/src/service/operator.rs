@@ -3,11 +3,11 @@
 use uuid::Uuid;
 
 use failover_core::JobStatus;
-use failover_core::operator::{self, Command, Outcome};
+use failover_core::operator::Command;
 
-use failover_core::effects::Effects;
-
-use super::{EventLabel, FailoverService, ServiceError, Verdict};
+use super::batch::{self, Answer};
+use super::{FailoverService, ServiceError, Verdict};
+use crate::db::StoreError;
 use crate::db::idempotency::{IdempotencyKey, Remembered};
 
 /// The answer to an operator's command.
@@ -29,35 +29,20 @@ impl FailoverService {
         correlation_id: Uuid,
         idempotency: Option<&IdempotencyKey>,
     ) -> Result<OperatorOutcome, ServiceError> {
-        let label = EventLabel {
-            name: match command {
-                Command::Cancel => "cancel-requested",
-                Command::Retry => "retry-requested",
-            },
-            step: None,
-            attempt: 0,
-        };
-        let key = idempotency.map(|key| (key, correlation_id));
         let verdict = self
-            .on_job(job_id, label, key, |locked| {
-                match operator::apply(
-                    &locked.record,
+            .batcher
+            .submit(
+                job_id,
+                batch::Command::Operate {
                     command,
                     correlation_id,
-                    &self.rules,
-                    locked.now,
-                )? {
-                    Outcome::Applied { status, effects } => {
-                        Ok((effects, OperatorOutcome::Applied(status)))
-                    }
-                    Outcome::AlreadyDone(message) => {
-                        Ok((Effects::default(), OperatorOutcome::AlreadyDone(message)))
-                    }
-                }
-            })
+                    idempotency: idempotency.cloned(),
+                },
+            )
             .await?;
         match verdict {
-            Verdict::Accepted(outcome) => Ok(outcome),
+            Verdict::Accepted(Answer::Operator(outcome)) => Ok(outcome),
+            Verdict::Accepted(Answer::Done) => Err(StoreError::Vanished.into()),
             Verdict::Replayed(remembered) => Ok(OperatorOutcome::Replayed(remembered)),
             Verdict::UnknownJob => Err(ServiceError::JobNotFound(job_id.to_owned())),
             Verdict::Refused(refusal) => Err(ServiceError::conflict(refusal.to_string(), job_id)),

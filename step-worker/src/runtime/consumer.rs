@@ -2,9 +2,15 @@
 //! delivery (decode → claim → ack → execute with heartbeats → report).
 //! Poison messages go to the dead-letter queue with their reason; a message
 //! is acked only after its claim was granted, never held for a long step.
-//! A worker runs at most `worker.concurrency` steps at once: at capacity it
-//! cancels its consumers (what was delivered meanwhile goes back to the
-//! queue) and consumes again when a step ends.
+//!
+//! A worker runs at most `worker.concurrency` steps at once, and of them at
+//! most `worker.virtio_concurrency` virt-customize runs. A delivery is taken
+//! when a slot is free; the broker's prefetch (a few deliveries for the
+//! channel) keeps the next ones at hand, so a slot that frees is filled at
+//! once. When every slot stays taken for
+//! `worker.capacity_wait` (long steps), the worker hands back what it holds
+//! of that class and stops consuming it until one of its steps ends, so
+//! that other workers take the work.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +25,7 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use prost::Message as _;
 use secrecy::ExposeSecret;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, warn};
@@ -31,6 +38,64 @@ use failover_proto::v1 as pb;
 use super::Shared;
 use super::coordination::{ClaimOutcome, StepAttempt};
 use crate::steps::{StepContext, StepResult};
+
+/// The most deliveries a class keeps at hand beyond the ones it runs.
+const PREFETCH_MAX: u16 = 8;
+
+/// Steps with a capacity of their own.
+struct Class {
+    name: &'static str,
+    steps: Vec<StepName>,
+    /// A step of the class holds one permit of each.
+    slots: Vec<Arc<Semaphore>>,
+}
+
+impl Class {
+    /// A permit of every semaphore of the class, if all are free now.
+    fn try_acquire(&self) -> Option<Vec<OwnedSemaphorePermit>> {
+        self.slots
+            .iter()
+            .map(|s| s.clone().try_acquire_owned().ok())
+            .collect()
+    }
+
+    /// A permit of every semaphore of the class, in order.
+    async fn acquire(&self) -> anyhow::Result<Vec<OwnedSemaphorePermit>> {
+        let mut permits = Vec::with_capacity(self.slots.len());
+        for slots in &self.slots {
+            permits.push(
+                slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .context("the worker's slots are closed")?,
+            );
+        }
+        Ok(permits)
+    }
+}
+
+fn classes(shared: &Shared, steps: &[StepName]) -> Vec<Class> {
+    let (virtio, waits): (Vec<StepName>, Vec<StepName>) = steps
+        .iter()
+        .partition(|s| **s == StepName::VirtioInjection);
+    [
+        Class {
+            name: "waits",
+            steps: waits,
+            slots: vec![shared.slots.all.clone()],
+        },
+        // A virt-customize run counts against the worker's concurrency too.
+        Class {
+            name: "virtio",
+            steps: virtio,
+            slots: vec![shared.slots.virtio.clone(), shared.slots.all.clone()],
+        },
+    ]
+    .into_iter()
+    .filter(|c| !c.steps.is_empty())
+    .collect()
+}
 
 /// One broker session, until `shutdown` or an error; sets `connected` once
 /// it consumes.
@@ -51,84 +116,121 @@ pub(super) async fn session(
     let topology = StepTopology::new(&settings.amqp);
     let dead_letters = ConfirmedPublisher::new(&connection).await?;
     topology.declare(dead_letters.channel(), steps).await?;
+    let dead_letters = Arc::new((dead_letters, topology));
     let channel = connection.create_channel().await?;
-    // At most `concurrency` deliveries unacked on the channel, all queues
-    // together.
+    // Deliveries unacked at once, all queues together: waiting for a slot
+    // or being claimed.
     channel
         .basic_qos(
-            settings.worker.concurrency,
+            settings.worker.concurrency.clamp(1, PREFETCH_MAX),
             BasicQosOptions { global: true },
         )
         .await?;
-    let tags: Vec<String> = steps
-        .iter()
-        .map(|step| format!("{}-{}", shared.coordinator.worker_id(), step))
-        .collect();
-    let mut deliveries = subscribe(&channel, &topology, steps, &tags).await?;
+    let mut consumers = Vec::new();
+    for class in classes(shared, steps) {
+        let deliveries = subscribe(&channel, &dead_letters.1, &class, shared).await?;
+        consumers.push((class, channel.clone(), deliveries));
+    }
     info!("consuming step queues");
     *connected = true;
     shared.metrics.set_broker_connected(true);
-    let dead_letters = Arc::new((dead_letters, topology));
-    let stop = |channel: lapin::Channel, connection: lapin::Connection| async move {
-        // Unacked deliveries not yet claimed go back to the queue.
-        let _ = channel.close(200, "worker stopping".into()).await;
-        let _ = connection.close(200, "worker stopping".into()).await;
-    };
+    let result = futures::future::try_join_all(consumers.into_iter().map(
+        |(class, channel, deliveries)| {
+            consume(
+                shared,
+                class,
+                channel,
+                deliveries,
+                &dead_letters,
+                tracker,
+                shutdown,
+            )
+        },
+    ))
+    .await;
+    // Unacked deliveries not yet claimed go back to the queue.
+    let _ = connection.close(200, "worker stopping".into()).await;
+    result.map(|_| ())
+}
+
+/// Takes the deliveries of one class while it has free slots, until
+/// `shutdown` or an error.
+async fn consume(
+    shared: &Arc<Shared>,
+    class: Class,
+    channel: lapin::Channel,
+    mut deliveries: Deliveries,
+    dead_letters: &Arc<(ConfirmedPublisher, StepTopology)>,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let capacity_wait = shared.settings.worker.capacity_wait;
     loop {
-        if shared.slots.available_permits() == 0 {
-            // As many steps run as the worker may run: stop consuming until
-            // one ends, so that no delivery waits unacked meanwhile.
-            unsubscribe(&channel, deliveries, &tags).await?;
-            info!("at capacity; consuming again when a step ends");
-            tokio::select! {
-                () = shutdown.cancelled() => {
-                    stop(channel, connection).await;
-                    return Ok(());
+        let delivery = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            next = deliveries.next() => match next {
+                Some(Ok(d)) => d,
+                Some(Err(e)) => return Err(e).context("consuming"),
+                None => anyhow::bail!("the broker closed the consumers"),
+            },
+        };
+        let slot = match class.try_acquire() {
+            Some(slot) => slot,
+            None => {
+                let waited = tokio::select! {
+                    () = shutdown.cancelled() => {
+                        requeue(&delivery).await;
+                        return Ok(());
+                    }
+                    slot = tokio::time::timeout(capacity_wait, class.acquire()) => slot,
+                };
+                match waited {
+                    Ok(slot) => slot?,
+                    Err(_) => {
+                        // Every slot stays taken: hand this delivery and the
+                        // ones behind it back for other workers, and consume
+                        // again when a step of this class ends.
+                        requeue(&delivery).await;
+                        unsubscribe(&channel, deliveries, &class, shared).await?;
+                        info!(class = class.name, "at capacity; consuming again when a step ends");
+                        tokio::select! {
+                            () = shutdown.cancelled() => return Ok(()),
+                            permit = class.acquire() => drop(permit?),
+                        }
+                        deliveries = subscribe(&channel, &dead_letters.1, &class, shared).await?;
+                        continue;
+                    }
                 }
-                permit = shared.slots.acquire() => drop(permit),
             }
-            deliveries = subscribe(&channel, &dead_letters.1, steps, &tags).await?;
-            continue;
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => {
-                stop(channel, connection).await;
-                return Ok(());
-            }
-            next = deliveries.next() => {
-                let delivery = match next {
-                    Some(Ok(d)) => d,
-                    Some(Err(e)) => return Err(e).context("consuming"),
-                    None => anyhow::bail!("the broker closed the consumers"),
-                };
-                let Ok(slot) = shared.slots.clone().try_acquire_owned() else {
-                    // Only this loop takes slots and it saw one free; were
-                    // it not so, the delivery would go back to the queue.
-                    requeue(&delivery).await;
-                    continue;
-                };
-                let shared = shared.clone();
-                let dead_letters = dead_letters.clone();
-                tracker.spawn(async move {
-                    handle(delivery, &shared, &dead_letters.0, &dead_letters.1).await;
-                    drop(slot);
-                });
-            }
-        }
+        };
+        let shared = shared.clone();
+        let dead_letters = dead_letters.clone();
+        tracker.spawn(async move {
+            handle(delivery, &shared, &dead_letters.0, &dead_letters.1).await;
+            drop(slot);
+        });
     }
 }
 
 type Deliveries = futures::stream::SelectAll<lapin::Consumer>;
 
-/// Consumes the queues of `steps`, one consumer tag each.
+fn tags(class: &Class, shared: &Shared) -> Vec<String> {
+    class
+        .steps
+        .iter()
+        .map(|step| format!("{}-{}", shared.coordinator.worker_id(), step))
+        .collect()
+}
+
+/// Consumes the queues of `class`, one consumer tag each.
 async fn subscribe(
     channel: &lapin::Channel,
     topology: &StepTopology,
-    steps: &[StepName],
-    tags: &[String],
+    class: &Class,
+    shared: &Shared,
 ) -> anyhow::Result<Deliveries> {
     let mut consumers = Vec::new();
-    for (step, tag) in steps.iter().zip(tags) {
+    for (step, tag) in class.steps.iter().zip(tags(class, shared)) {
         let consumer = channel
             .basic_consume(
                 topology.queue(*step).into(),
@@ -142,14 +244,15 @@ async fn subscribe(
     Ok(futures::stream::select_all(consumers))
 }
 
-/// Cancels the consumers; what the broker delivered before the cancel went
-/// through goes back to the queue.
+/// Cancels the consumers of `class`; what the broker delivered before the
+/// cancel went through goes back to the queue.
 async fn unsubscribe(
     channel: &lapin::Channel,
     mut deliveries: Deliveries,
-    tags: &[String],
+    class: &Class,
+    shared: &Shared,
 ) -> anyhow::Result<()> {
-    for tag in tags {
+    for tag in tags(class, shared) {
         channel
             .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
             .await?;

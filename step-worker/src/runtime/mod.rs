@@ -65,9 +65,17 @@ pub(crate) struct Shared {
     /// running are stopped and handed back.
     pub abort: CancellationToken,
     pub metrics: WorkerMetrics,
-    /// One permit per step this worker may run at once
-    /// (`worker.concurrency`), held from the delivery to the report.
-    pub slots: Arc<Semaphore>,
+    /// Permits held from a delivery to its report. They outlive a broker
+    /// session: a step keeps its permits while the worker reconnects.
+    pub slots: Slots,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Slots {
+    /// One per step at once (`worker.concurrency`).
+    pub all: Arc<Semaphore>,
+    /// One per virt-customize run at once (`worker.virtio_concurrency`).
+    pub virtio: Arc<Semaphore>,
 }
 
 /// The listeners a worker serves on, bound before it runs (port 0 in tests).
@@ -114,9 +122,14 @@ pub async fn serve(
         abort: CancellationToken::new(),
         settings: settings.clone(),
         metrics: metrics.clone(),
-        slots: Arc::new(Semaphore::new(usize::from(
-            settings.worker.concurrency.max(1),
-        ))),
+        slots: Slots {
+            all: Arc::new(Semaphore::new(usize::from(
+                settings.worker.concurrency.max(1),
+            ))),
+            virtio: Arc::new(Semaphore::new(usize::from(
+                settings.worker.virtio_concurrency.max(1),
+            ))),
+        },
     });
     let tracker = TaskTracker::new();
     info!(worker_id = %id, steps = ?steps.iter().map(|s| s.as_str()).collect::<Vec<_>>(), "worker starting");

@@ -180,37 +180,25 @@ pub(super) async fn run(exec: &Executors, ctx: &StepContext) -> StepResult {
 
 /// `appliance_device:<disk_id>` = the device id of every disk volume that
 /// is attached to the appliance VM now; a disk whose volume is elsewhere
-/// keeps what an earlier step recorded, if anything.
+/// keeps what an earlier step recorded, if anything. Each volume is looked
+/// up by its id: the appliance may hold the volumes of a whole site.
 async fn appliance_devices(
     exec: &Executors,
     ctx: &StepContext,
     appliance: &str,
 ) -> Result<BTreeMap<String, String>, CloudStackError> {
     let mut devices = BTreeMap::new();
-    let on_appliance = if appliance.is_empty() {
-        Vec::new()
-    } else {
-        match exec
-            .cloudstack
-            .list_volumes(&VolumeFilter {
-                virtual_machine_id: Some(appliance.to_owned()),
-                ..Default::default()
-            })
-            .await
-        {
-            Ok(volumes) => volumes,
-            Err(e) if e.is_entity_not_found() => {
-                ctx.note(format!("the appliance VM {appliance} does not exist"));
-                Vec::new()
-            }
-            Err(e) => return Err(e),
-        }
-    };
     for disk in &ctx.vm().disks {
         let key = outputs::appliance_device(&disk.disk_id);
-        let found = on_appliance
-            .iter()
-            .find(|v| v.id == disk.cloudstack_volume_id)
+        let volume = if appliance.is_empty() {
+            None
+        } else {
+            exec.cloudstack
+                .get_volume(&disk.cloudstack_volume_id)
+                .await?
+        };
+        let found = volume
+            .filter(|v| v.virtual_machine_id.as_deref() == Some(appliance))
             .and_then(|v| v.device_id);
         match found {
             Some(device) => {
