@@ -28,7 +28,7 @@ use clap::Parser;
 use serde_json::json;
 
 use drive::quantile;
-use procs::{cpu_ms, rss_mib, ticks_per_second};
+use procs::{cpu_ms, cpu_ms_of_all, rss_mib, ticks_per_second};
 use stack::{BenchStack, Profile};
 
 #[derive(Debug, Parser)]
@@ -114,6 +114,9 @@ struct Figures {
     job_p99: f64,
     gateway_cpu_ms_per_step: f64,
     worker_cpu_ms_per_step: f64,
+    simulators_cpu_ms_per_step: f64,
+    postgres_cpu_ms_per_step: f64,
+    rabbitmq_cpu_ms_per_step: f64,
     gateway_rss_idle: f64,
     gateway_rss_load: f64,
     worker_rss_idle: f64,
@@ -216,7 +219,15 @@ async fn measure(
             ..Default::default()
         };
         let cpu = |pids: &[u32]| pids.iter().map(|&p| cpu_ms(p, ticks)).sum::<f64>();
-        let (gateway_cpu, worker_cpu) = (cpu(&[gateway]), cpu(&workers));
+        let sims = stack.simulator_pids();
+        let others = || {
+            (
+                cpu_ms_of_all("postgres", ticks),
+                cpu_ms_of_all("beam.smp", ticks),
+            )
+        };
+        let (gateway_cpu, worker_cpu, sims_cpu) = (cpu(&[gateway]), cpu(&workers), cpu(&sims));
+        let (postgres_cpu, rabbitmq_cpu) = others();
 
         // Memory under load, sampled while the closed loop runs.
         let sampling = Arc::new(AtomicBool::new(false));
@@ -232,8 +243,10 @@ async fn measure(
                 (g, w)
             })
         };
+        let since = drive::db_now(&stack.pool).await?;
         let closed = drive::closed_loop(&stack.http, &stack.rest, vms, args.clients).await?;
-        drive::wait_terminal(&stack.pool, &closed.job_ids, Duration::from_secs(1800)).await?;
+        drive::wait_terminal(&stack.pool, since, closed.job_ids.len(), Duration::from_secs(1800))
+            .await?;
         sampling.store(true, Ordering::Relaxed);
         (figures.gateway_rss_load, figures.worker_rss_load) = sampler.await?;
         stack.check_alive()?;
@@ -245,6 +258,10 @@ async fn measure(
         figures.accept_p99 = quantile(&closed.accept_ms, 0.99);
         figures.gateway_cpu_ms_per_step = (cpu(&[gateway]) - gateway_cpu) / steps;
         figures.worker_cpu_ms_per_step = (cpu(&workers) - worker_cpu) / steps;
+        figures.simulators_cpu_ms_per_step = (cpu(&sims) - sims_cpu) / steps;
+        let (postgres_after, rabbitmq_after) = others();
+        figures.postgres_cpu_ms_per_step = (postgres_after - postgres_cpu) / steps;
+        figures.rabbitmq_cpu_ms_per_step = (rabbitmq_after - rabbitmq_cpu) / steps;
         eprintln!(
             "  closed loop: {:.1} jobs/s, {:.0} steps/s",
             figures.jobs_per_s, figures.steps_per_s
@@ -255,8 +272,10 @@ async fn measure(
         let count = ((figures.open_rate * args.open_seconds as f64).ceil() as usize).max(10);
         let vms = stack.add_vms(count).await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
+        let since = drive::db_now(&stack.pool).await?;
         let open = drive::open_loop(&stack.http, &stack.rest, vms, figures.open_rate).await?;
-        drive::wait_terminal(&stack.pool, &open.job_ids, Duration::from_secs(1800)).await?;
+        drive::wait_terminal(&stack.pool, since, open.job_ids.len(), Duration::from_secs(1800))
+            .await?;
         stack.check_alive()?;
         let recorded = drive::recorded(&stack.pool, &open.job_ids).await?;
         figures.open_accept_p50 = quantile(&open.accept_ms, 0.5);
@@ -315,6 +334,12 @@ fn report(args: &Args, all: &[Figures], tps: Option<f64>, lists: &[list::ListFig
     row("worker CPU ms per step (all workers)", &|f| {
         format!("{:.3}", f.worker_cpu_ms_per_step)
     });
+    row("  simulators / Postgres / RabbitMQ", &|f| {
+        format!(
+            "{:.2} / {:.2} / {:.2}",
+            f.simulators_cpu_ms_per_step, f.postgres_cpu_ms_per_step, f.rabbitmq_cpu_ms_per_step
+        )
+    });
     row("gateway RSS MiB idle / load", &|f| {
         format!("{:.0} / {:.0}", f.gateway_rss_idle, f.gateway_rss_load)
     });
@@ -366,7 +391,9 @@ fn as_json(all: &[Figures], tps: Option<f64>, lists: &[list::ListFigure]) -> ser
                 "dispatch_ms": {"p50": f.dispatch_p50, "p99": f.dispatch_p99},
                 "job_ms": {"p50": f.job_p50, "p99": f.job_p99},
             },
-            "cpu_ms_per_step": {"gateway": f.gateway_cpu_ms_per_step, "workers": f.worker_cpu_ms_per_step},
+            "cpu_ms_per_step": {"gateway": f.gateway_cpu_ms_per_step, "workers": f.worker_cpu_ms_per_step,
+                "simulators": f.simulators_cpu_ms_per_step, "postgres": f.postgres_cpu_ms_per_step,
+                "rabbitmq": f.rabbitmq_cpu_ms_per_step},
             "rss_mib": {"gateway": [f.gateway_rss_idle, f.gateway_rss_load], "worker": [f.worker_rss_idle, f.worker_rss_load]},
         })).collect::<Vec<_>>(),
         "pgbench_tps": tps,

@@ -152,3 +152,19 @@ pub async fn wait_ready(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// CPU time spent so far by every process whose command is `name` (the
+/// database's backends, the broker), in milliseconds.
+pub fn cpu_ms_of_all(name: &str, ticks_per_second: f64) -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim() == name)
+        })
+        .map(|pid| cpu_ms(pid, ticks_per_second))
+        .sum()
+}

@@ -360,6 +360,11 @@ impl BenchStack {
         Ok(())
     }
 
+    /// The simulators' processes.
+    pub fn simulator_pids(&self) -> Vec<u32> {
+        self.sims.iter().map(Process::pid).collect()
+    }
+
     /// Whether every process still runs (a crash ends the run with its name).
     pub fn check_alive(&mut self) -> anyhow::Result<()> {
         for process in std::iter::once(&mut self.gateway)

@@ -97,6 +97,24 @@ pub struct Admitted {
     pub effects: Effects,
 }
 
+impl Admitted {
+    /// The new job as a holder of its VM: a later admission of the VM
+    /// (in the same transaction) waits behind it.
+    pub fn as_holder(&self) -> Option<Holder> {
+        let job = self
+            .effects
+            .new_jobs
+            .iter()
+            .find(|j| j.record.job_id == self.job_id)?;
+        Some(Holder {
+            job_id: self.job_id.clone(),
+            job_type: job.record.job_type,
+            status: job.record.status,
+            started: !self.effects.dispatch.is_empty(),
+        })
+    }
+}
+
 /// Admits a test or live failover of `facts.vm`.
 pub fn admit(
     req: &FailoverRequest,

@@ -137,6 +137,35 @@ pub async fn lock(
     }))
 }
 
+/// Locks the rows of `vm_ids` (in the order of their ids) and reads them,
+/// with the database's clock.
+pub async fn lock_many(
+    tx: &mut PgConnection,
+    vm_ids: &[Uuid],
+) -> Result<(Vec<RegisteredVm>, Option<DateTime<Utc>>), StoreError> {
+    let rows: Vec<LockedVmRow> = sqlx::query_as(
+        "SELECT vm_id, vm_name, os_family, cpu_count, memory_mb, replication_state, disks, nics,
+                registered_at, updated_at, now() AS now
+         FROM vms JOIN unnest($1::uuid[]) AS ids(id) ON vm_id = ids.id
+         ORDER BY vm_id FOR UPDATE OF vms",
+    )
+    .bind(vm_ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    let now = rows.first().map(|r| r.now);
+    let vms = rows
+        .into_iter()
+        .map(|row| {
+            let record = VmRecord::from(row.vm);
+            RegisteredVm {
+                vm_id: record.vm_id,
+                spec: record.spec,
+            }
+        })
+        .collect();
+    Ok((vms, now))
+}
+
 pub async fn list(pool: &PgPool) -> Result<Vec<VmRecord>, StoreError> {
     let rows: Vec<VmRow> = sqlx::query_as(&format!("{SELECT_VM} ORDER BY vm_name, vm_id"))
         .fetch_all(pool)

@@ -2,7 +2,7 @@
 //! with the database's clock, in one statement), the holders of a VM, the
 //! ids a new job may take, the timers' due work, and the rows the API shows.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
@@ -78,11 +78,13 @@ const LOCK_JOBS: &str = "WITH job AS (
                cancel_requested, holds_vm, parent_job_id, cleanup_job_id, auto_cleanup, test_duration,
                linstor_snapshot_name, waiting_for, created_at, started_at, completed_at,
                auto_cleanup_at, traceparent
-        FROM failover_jobs WHERE job_id = ANY($1) ORDER BY job_id FOR UPDATE
+        FROM failover_jobs JOIN unnest($1::text[]) AS ids(id) ON job_id = ids.id
+        ORDER BY job_id FOR UPDATE OF failover_jobs
     ), steps AS (
         SELECT job_id, step_name, position, status, attempt, worker_id, lease_expires_at, progress,
                message, error_code, error_message, started_at, completed_at
-        FROM failover_job_steps WHERE job_id = ANY($1) ORDER BY job_id, position FOR UPDATE
+        FROM failover_job_steps JOIN unnest($1::text[]) AS ids(id) ON job_id = ids.id
+        ORDER BY job_id, position FOR UPDATE OF failover_job_steps
     )
     SELECT job.*, now() AS now, s.*
     FROM job, LATERAL (
@@ -288,6 +290,60 @@ pub async fn holders(tx: &mut PgConnection, vm_id: Uuid) -> Result<Vec<Holder>, 
             started: r.started,
         })
         .collect())
+}
+
+#[derive(sqlx::FromRow)]
+struct VmHolderRow {
+    vm_id: Uuid,
+    job_id: String,
+    job_type: Db<JobType>,
+    status: Db<JobStatus>,
+    started: bool,
+}
+
+/// The jobs holding each of `vm_ids`, oldest first.
+pub async fn holders_of(
+    tx: &mut PgConnection,
+    vm_ids: &[Uuid],
+) -> Result<HashMap<Uuid, Vec<Holder>>, StoreError> {
+    let rows: Vec<VmHolderRow> = sqlx::query_as(
+        "SELECT j.vm_id, j.job_id, j.job_type, j.status,
+                EXISTS (SELECT 1 FROM failover_job_steps s
+                        WHERE s.job_id = j.job_id AND s.status NOT IN ('pending', 'skipped', 'cancelled')) AS started
+         FROM failover_jobs j JOIN unnest($1::uuid[]) AS ids(id) ON j.vm_id = ids.id
+         WHERE j.holds_vm
+         ORDER BY j.vm_id, j.created_at, j.job_id",
+    )
+    .bind(vm_ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut holders: HashMap<Uuid, Vec<Holder>> = HashMap::new();
+    for row in rows {
+        holders.entry(row.vm_id).or_default().push(Holder {
+            job_id: row.job_id,
+            job_type: row.job_type.0,
+            status: row.status.0,
+            started: row.started,
+        });
+    }
+    Ok(holders)
+}
+
+/// Which ids of the candidate ranges (first and last candidate of each new
+/// job) are ids of existing jobs.
+pub async fn taken_in(
+    tx: &mut PgConnection,
+    ranges: &[(String, String)],
+) -> Result<Vec<String>, StoreError> {
+    let (firsts, lasts): (Vec<String>, Vec<String>) = ranges.iter().cloned().unzip();
+    Ok(sqlx::query_scalar(
+        "SELECT DISTINCT job_id FROM failover_jobs
+         JOIN unnest($1::text[], $2::text[]) AS r(first, last) ON job_id BETWEEN r.first AND r.last",
+    )
+    .bind(firsts)
+    .bind(lasts)
+    .fetch_all(&mut *tx)
+    .await?)
 }
 
 /// Which of `candidates` are ids of existing jobs. The candidates share

@@ -52,8 +52,8 @@ pub async fn mark_published(db: &mut PgConnection, ids: &[i64]) -> Result<(), St
         return Ok(());
     }
     sqlx::query(
-        "UPDATE outbox SET published_at = now(), publish_attempts = publish_attempts + 1
-         WHERE id = ANY($1)",
+        "UPDATE outbox o SET published_at = now(), publish_attempts = o.publish_attempts + 1
+         FROM unnest($1::bigint[]) AS u(id) WHERE o.id = u.id",
     )
     .bind(ids)
     .execute(&mut *db)
@@ -67,7 +67,8 @@ pub async fn mark_failed(db: &mut PgConnection, ids: &[i64], error: &str) -> Res
         return Ok(());
     }
     sqlx::query(
-        "UPDATE outbox SET publish_attempts = publish_attempts + 1, last_error = $2 WHERE id = ANY($1)",
+        "UPDATE outbox o SET publish_attempts = o.publish_attempts + 1, last_error = $2
+         FROM unnest($1::bigint[]) AS u(id) WHERE o.id = u.id",
     )
     .bind(ids)
     .bind(error)

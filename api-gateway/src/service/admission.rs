@@ -3,19 +3,30 @@
 //! audit rows, its first dispatch and the request's idempotency key commit
 //! together, or nothing does.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
 use tracing::{Instrument as _, info};
 use uuid::Uuid;
 
 use failover_core::JobStatus;
-use failover_core::admission::{self, AdmissionFacts, CleanupTrigger, FailoverRequest};
+use failover_core::admission::{
+    self, AdmissionFacts, CleanupTrigger, FailoverRequest, RegisteredVm,
+};
+use failover_core::effects::Effects;
+use failover_core::rules::Rules;
 use failover_core::job::id_candidates;
 use failover_core::pipeline::JobType;
 use failover_platform::telemetry::propagation;
 
+use super::lanes::Lanes;
 use super::{FailoverService, ServiceError};
 use crate::db::apply::Traces;
 use crate::db::idempotency::{IdempotencyKey, Remembered};
 use crate::db::{self, StoreError};
+use crate::metrics::GatewayMetrics;
+use crate::relay::Dispatches;
 
 /// An accepted job.
 #[derive(Debug, Clone)]
@@ -50,62 +61,26 @@ fn transition_span(job_id: &str, req: &FailoverRequest, starts: bool) -> tracing
 }
 
 impl FailoverService {
-    /// Accepts a test or live failover.
+    /// Accepts a test or live failover, in the next batch of admissions.
     pub async fn start(
         &self,
         req: FailoverRequest,
         idempotency: Option<&IdempotencyKey>,
     ) -> Result<Started, ServiceError> {
-        // The request's trace becomes the job's.
-        let traceparent = propagation::traceparent(&tracing::Span::current());
-        self.retrying(|| async {
-            let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
-            let Some((vm, now)) = db::inventory::lock(&mut tx, req.vm_id).await? else {
-                return Err(
-                    admission::AdmissionRefusal::VmNotFound { vm_id: req.vm_id }.into(),
-                );
-            };
-            let holders = db::jobs::holders(&mut tx, req.vm_id).await?;
-            let candidates = id_candidates(req.job_type, req.vm_id, now);
-            let taken = db::jobs::taken_ids(&mut tx, &candidates).await?;
-            let admitted = admission::admit(
-                &req,
-                &AdmissionFacts {
-                    vm: Some(&vm),
-                    holders: &holders,
-                    taken_ids: &taken,
-                    candidates: &candidates,
-                    now,
-                },
-                &self.rules,
-            )?;
-            if let Some(key) = idempotency
-                && !db::idempotency::record(&mut tx, key, &admitted.job_id, 202, None, None)
-                    .await?
-            {
-                // A concurrent request with the same key won: nothing of
-                // this one is kept; its answer is the other's.
-                drop(tx);
-                return self.replayed(key).await;
-            }
-            let span = transition_span(&admitted.job_id, &req, admitted.waiting_for.is_none());
-            let due = db::apply::apply(&mut tx, &admitted.effects, &Traces::of(traceparent.clone()))
-                .instrument(span)
-                .await?;
-            tx.commit().await.map_err(StoreError::from)?;
-            self.dispatches.hand_over(due);
-            self.counted(&admitted.effects);
-            info!(job_id = %admitted.job_id, correlation_id = %req.correlation_id, vm_id = %req.vm_id,
-                  job_type = %req.job_type, waiting_for = ?admitted.waiting_for, "failover accepted");
-            Ok(Started::New(Accepted {
-                job_id: admitted.job_id,
-                status: JobStatus::Pending,
-                vm_id: req.vm_id,
-                vm_name: req.vm_name.clone(),
-                waiting_for: admitted.waiting_for,
-            }))
-        })
-        .await
+        let (reply, answer) = oneshot::channel();
+        let request = Admission {
+            req,
+            idempotency: idempotency.cloned(),
+            // The request's trace becomes the job's.
+            span: tracing::Span::current(),
+            reply,
+        };
+        if self.admissions.send(request).is_err() {
+            return Err(StoreError::Unavailable(sqlx::Error::PoolClosed).into());
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Unavailable(sqlx::Error::PoolClosed).into()))
     }
 
     async fn replayed(&self, key: &IdempotencyKey) -> Result<Started, ServiceError> {
@@ -229,5 +204,161 @@ impl FailoverService {
             started += 1;
         }
         Ok(started)
+    }
+}
+
+/// A request to start a failover, waiting for its batch.
+#[derive(Debug)]
+pub(super) struct Admission {
+    req: FailoverRequest,
+    idempotency: Option<IdempotencyKey>,
+    span: tracing::Span,
+    reply: oneshot::Sender<Result<Started, ServiceError>>,
+}
+
+/// What admitting a batch works with.
+#[derive(Debug, Clone)]
+pub(super) struct Admitter {
+    pub pool: sqlx::PgPool,
+    pub rules: Arc<Rules>,
+    pub metrics: GatewayMetrics,
+    pub dispatches: Dispatches,
+}
+
+/// Admissions decided together.
+const LANES: usize = 2;
+const MAX_BATCH: usize = 64;
+const CONFLICT_RETRIES: u32 = 5;
+
+impl Admitter {
+    pub fn start(self) -> Lanes<Admission> {
+        Lanes::start(LANES, MAX_BATCH, move |batch| {
+            let admitter = self.clone();
+            async move { admitter.answer(batch).await }
+        })
+    }
+
+    async fn answer(&self, batch: Vec<Admission>) {
+        let mut tries = 0;
+        let result = loop {
+            match self.admit_all(&batch).await {
+                Err(ServiceError::Store(e)) if e.is_conflict() && tries < CONFLICT_RETRIES => {
+                    tries += 1;
+                }
+                other => break other,
+            }
+        };
+        match result {
+            Ok((outcomes, effects)) => {
+                for event in &effects.metrics {
+                    self.metrics.count(event);
+                }
+                for (request, outcome) in batch.into_iter().zip(outcomes) {
+                    if let Ok(Started::New(accepted)) = &outcome {
+                        request.span.in_scope(|| {
+                            info!(job_id = %accepted.job_id, correlation_id = %request.req.correlation_id,
+                                  vm_id = %request.req.vm_id, job_type = %request.req.job_type,
+                                  waiting_for = ?accepted.waiting_for, "failover accepted")
+                        });
+                    }
+                    let _ = request.reply.send(outcome);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, size = batch.len(), "a batch of admissions failed");
+                for request in batch {
+                    let _ = request.reply.send(Err(e.again()));
+                }
+            }
+        }
+    }
+
+    /// One transaction for the whole batch: the VMs locked in the order of
+    /// their ids, their holders and the ids their new jobs may take read
+    /// once, each request decided in arrival order (a later one of the same
+    /// VM waits behind an earlier one), everything written in one statement.
+    async fn admit_all(
+        &self,
+        batch: &[Admission],
+    ) -> Result<(Vec<Result<Started, ServiceError>>, Effects), ServiceError> {
+        let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
+        let mut vm_ids: Vec<Uuid> = batch.iter().map(|a| a.req.vm_id).collect();
+        vm_ids.sort();
+        vm_ids.dedup();
+        let (vms, now) = db::inventory::lock_many(&mut tx, &vm_ids).await?;
+        let vms: HashMap<Uuid, RegisteredVm> = vms.into_iter().map(|v| (v.vm_id, v)).collect();
+        let now = now.unwrap_or_else(chrono::Utc::now);
+        let mut holders = db::jobs::holders_of(&mut tx, &vm_ids).await?;
+        let candidates: Vec<Vec<String>> = batch
+            .iter()
+            .map(|a| id_candidates(a.req.job_type, a.req.vm_id, now))
+            .collect();
+        let ranges: Vec<(String, String)> = candidates
+            .iter()
+            .filter_map(|c| Some((c.first()?.clone(), c.last()?.clone())))
+            .collect();
+        let mut taken = db::jobs::taken_in(&mut tx, &ranges).await?;
+        let mut effects = Effects::default();
+        let mut traces = Traces::default();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for (request, candidates) in batch.iter().zip(&candidates) {
+            let req = &request.req;
+            let vm_holders = holders.entry(req.vm_id).or_default();
+            let decided = admission::admit(
+                req,
+                &AdmissionFacts {
+                    vm: vms.get(&req.vm_id),
+                    holders: vm_holders,
+                    taken_ids: &taken,
+                    candidates,
+                    now,
+                },
+                &self.rules,
+            );
+            let admitted = match decided {
+                Ok(admitted) => admitted,
+                Err(refusal) => {
+                    outcomes.push(Err(refusal.into()));
+                    continue;
+                }
+            };
+            if let Some(key) = &request.idempotency
+                && !db::idempotency::record(&mut tx, key, &admitted.job_id, 202, None, None)
+                    .await?
+            {
+                // An earlier request with the same key started a job.
+                let remembered = db::idempotency::find_in(&mut tx, &key.key, &key.endpoint)
+                    .await?
+                    .ok_or(StoreError::Vanished)?;
+                outcomes.push(Ok(Started::Replayed(remembered)));
+                continue;
+            }
+            let span = request
+                .span
+                .in_scope(|| transition_span(&admitted.job_id, req, admitted.waiting_for.is_none()));
+            traces.jobs.push((
+                admitted.job_id.clone(),
+                propagation::traceparent(&span)
+                    .or_else(|| propagation::traceparent(&request.span)),
+            ));
+            if let Some(holder) = admitted.as_holder() {
+                vm_holders.push(holder);
+            }
+            taken.push(admitted.job_id.clone());
+            outcomes.push(Ok(Started::New(Accepted {
+                job_id: admitted.job_id.clone(),
+                status: JobStatus::Pending,
+                vm_id: req.vm_id,
+                vm_name: req.vm_name.clone(),
+                waiting_for: admitted.waiting_for.clone(),
+            })));
+            effects.extend(admitted.effects);
+        }
+        if !effects.is_empty() {
+            let due = db::apply::apply(&mut tx, &effects, &traces).await?;
+            tx.commit().await.map_err(StoreError::from)?;
+            self.dispatches.hand_over(due);
+        }
+        Ok((outcomes, effects))
     }
 }

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::oneshot;
 use tracing::{info, warn};
 use uuid::Uuid;
 
@@ -24,6 +24,7 @@ use failover_core::pipeline::StepName;
 use failover_core::rules::{Refusal, Rules};
 use failover_platform::telemetry::propagation;
 
+use super::lanes::Lanes;
 use super::operator::OperatorOutcome;
 use super::{ServiceError, Verdict};
 use crate::db::apply::Traces;
@@ -113,7 +114,7 @@ struct Request {
 /// Hands commands to the lanes that decide them in batches.
 #[derive(Debug, Clone)]
 pub struct Batcher {
-    requests: mpsc::UnboundedSender<Request>,
+    lanes: Lanes<Request>,
 }
 
 impl std::fmt::Debug for Request {
@@ -126,12 +127,11 @@ impl std::fmt::Debug for Request {
 }
 
 /// What a lane works with.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Lane {
     pool: sqlx::PgPool,
     rules: Arc<Rules>,
     metrics: GatewayMetrics,
-    requests: Arc<Mutex<mpsc::UnboundedReceiver<Request>>>,
     dispatches: Dispatches,
 }
 
@@ -143,19 +143,17 @@ impl Batcher {
         metrics: GatewayMetrics,
         dispatches: Dispatches,
     ) -> Self {
-        let (requests, receiver) = mpsc::unbounded_channel();
-        let receiver = Arc::new(Mutex::new(receiver));
-        for _ in 0..LANES {
-            let lane = Lane {
-                pool: pool.clone(),
-                rules: rules.clone(),
-                metrics: metrics.clone(),
-                requests: receiver.clone(),
-                dispatches: dispatches.clone(),
-            };
-            tokio::spawn(lane.run());
-        }
-        Batcher { requests }
+        let lane = Lane {
+            pool,
+            rules,
+            metrics,
+            dispatches,
+        };
+        let lanes = Lanes::start(LANES, MAX_BATCH, move |batch| {
+            let lane = lane.clone();
+            async move { lane.answer(batch).await }
+        });
+        Batcher { lanes }
     }
 
     /// Decides `command` about `job_id` in the next batch.
@@ -171,7 +169,7 @@ impl Batcher {
             span: tracing::Span::current(),
             reply,
         };
-        if self.requests.send(request).is_err() {
+        if self.lanes.send(request).is_err() {
             return Err(StoreError::Unavailable(sqlx::Error::PoolClosed).into());
         }
         answer
@@ -188,26 +186,6 @@ struct Decided {
 }
 
 impl Lane {
-    async fn run(self) {
-        loop {
-            let batch = {
-                let mut requests = self.requests.lock().await;
-                let Some(first) = requests.recv().await else {
-                    return;
-                };
-                let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
-                    match requests.try_recv() {
-                        Ok(request) => batch.push(request),
-                        Err(_) => break,
-                    }
-                }
-                batch
-            };
-            self.answer(batch).await;
-        }
-    }
-
     async fn answer(&self, batch: Vec<Request>) {
         let mut tries = 0;
         let result = loop {

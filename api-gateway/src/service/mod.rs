@@ -11,6 +11,7 @@ pub mod admission;
 mod batch;
 pub mod coordination;
 mod error;
+mod lanes;
 pub mod operator;
 pub mod queries;
 
@@ -39,6 +40,8 @@ pub struct FailoverService {
     metrics: GatewayMetrics,
     /// Decides commands about existing jobs, in batches.
     batcher: batch::Batcher,
+    /// Decides admissions, in batches.
+    admissions: lanes::Lanes<admission::Admission>,
     /// The relay's fast path: dispatches committed now.
     dispatches: Dispatches,
 }
@@ -101,6 +104,13 @@ impl FailoverService {
     ) -> Self {
         let rules = Arc::new(rules);
         FailoverService {
+            admissions: admission::Admitter {
+                pool: pool.clone(),
+                rules: rules.clone(),
+                metrics: metrics.clone(),
+                dispatches: dispatches.clone(),
+            }
+            .start(),
             batcher: batch::Batcher::start(
                 pool.clone(),
                 rules.clone(),
