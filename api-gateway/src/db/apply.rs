@@ -9,11 +9,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use prost::Message as _;
 use sqlx::{PgConnection, Postgres, QueryBuilder};
-use sqlx::types::Json;
 use uuid::Uuid;
 
-use failover_core::effects::{Effects, NewJob};
-use failover_core::{ErrorCode, JobStatus, StepName, StepStatus};
+use failover_core::effects::Effects;
+use failover_core::{ErrorCode, JobStatus, JobType, StepName, StepStatus};
 
 use super::StoreError;
 use super::types::Db;
@@ -52,9 +51,7 @@ pub async fn apply(
     effects: &Effects,
     traces: &Traces,
 ) -> Result<Vec<OutboxRow>, StoreError> {
-    for job in &effects.new_jobs {
-        insert_job(tx, job, traces.of_job(&job.record.job_id)).await?;
-    }
+    let new_jobs = NewJobs::of(effects, traces);
     let steps = Steps::of(effects);
     let audit = Audit::of(effects);
     let outbox = Outbox::of(effects, traces)?;
@@ -70,6 +67,52 @@ pub async fn apply(
         parts += 1;
         sql.push(name).push(" AS (");
     };
+    // New jobs first; their steps in the same statement (the foreign key is
+    // checked at its end).
+    if !new_jobs.job_id.is_empty() {
+        part(&mut sql, "new_jobs");
+        sql.push(
+            "INSERT INTO failover_jobs (job_id, correlation_id, vm_id, vm_name, job_type, status,
+                current_step, source_vm_spec, network_mappings, task_context, skip_validation,
+                skip_snapshot, skip_virtio_injection, auto_cleanup, test_duration, custom_config,
+                notification_config, linstor_snapshot_name, created_at, updated_at,
+                rollback_on_failure, cancel_requested, holds_vm, parent_job_id, waiting_for,
+                outputs, traceparent)
+             SELECT j, c, v, vn, t, st, cs, svs, nm, tc::jsonb, sv, ss, svi, ac, td, cc::jsonb,
+                nc::jsonb, sn, ca, ca, rb, cr, hv, pj, wf, o::jsonb, tp FROM unnest(",
+        );
+        let mut list = sql.separated(", ");
+        list.push_bind(&new_jobs.job_id).push_unseparated("::text[]");
+        list.push_bind(&new_jobs.correlation_id).push_unseparated("::uuid[]");
+        list.push_bind(&new_jobs.vm_id).push_unseparated("::uuid[]");
+        list.push_bind(&new_jobs.vm_name).push_unseparated("::text[]");
+        list.push_bind(&new_jobs.job_type).push_unseparated("::text[]");
+        list.push_bind(&new_jobs.status).push_unseparated("::text[]");
+        list.push_bind(&new_jobs.current_step).push_unseparated("::text[]");
+        list.push_bind(&new_jobs.source_vm_spec).push_unseparated("::text[]");
+        list.push_bind(&new_jobs.network_mappings).push_unseparated("::text[]");
+        list.push_bind(&new_jobs.task_context).push_unseparated("::text[]");
+        list.push_bind(&new_jobs.skip_validation).push_unseparated("::bool[]");
+        list.push_bind(&new_jobs.skip_snapshot).push_unseparated("::bool[]");
+        list.push_bind(&new_jobs.skip_virtio_injection).push_unseparated("::bool[]");
+        list.push_bind(&new_jobs.auto_cleanup).push_unseparated("::bool[]");
+        list.push_bind(&new_jobs.test_duration).push_unseparated("::text[]");
+        list.push_bind(&new_jobs.custom_config).push_unseparated("::text[]");
+        list.push_bind(&new_jobs.notification_config).push_unseparated("::text[]");
+        list.push_bind(&new_jobs.snapshot_name).push_unseparated("::text[]");
+        list.push_bind(&new_jobs.created_at).push_unseparated("::timestamptz[]");
+        list.push_bind(&new_jobs.rollback_on_failure).push_unseparated("::bool[]");
+        list.push_bind(&new_jobs.cancel_requested).push_unseparated("::bool[]");
+        list.push_bind(&new_jobs.holds_vm).push_unseparated("::bool[]");
+        list.push_bind(&new_jobs.parent_job_id).push_unseparated("::text[]");
+        list.push_bind(&new_jobs.waiting_for).push_unseparated("::text[]");
+        list.push_bind(&new_jobs.outputs).push_unseparated("::text[]");
+        list.push_bind(&new_jobs.traceparent).push_unseparated("::text[]");
+        sql.push(
+            ") AS n(j, c, v, vn, t, st, cs, svs, nm, tc, sv, ss, svi, ac, td, cc, nc, sn, ca, rb,
+                   cr, hv, pj, wf, o, tp))",
+        );
+    }
     if !steps.job_id.is_empty() {
         part(&mut sql, "steps");
         sql.push(
@@ -404,50 +447,77 @@ impl Jobs {
     }
 }
 
-async fn insert_job(
-    tx: &mut PgConnection,
-    new: &NewJob,
-    traceparent: Option<&str>,
-) -> Result<(), StoreError> {
-    let job = &new.record;
-    sqlx::query(
-        "INSERT INTO failover_jobs (job_id, correlation_id, vm_id, vm_name, job_type, status,
-           current_step, source_vm_spec, network_mappings, task_context, skip_validation,
-           skip_snapshot, skip_virtio_injection, auto_cleanup, test_duration, custom_config,
-           notification_config, linstor_snapshot_name, created_at, updated_at, rollback_on_failure,
-           cancel_requested, holds_vm, parent_job_id, waiting_for, outputs, traceparent)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-           $19, $19, $20, $21, $22, $23, $24, $25, $26)",
-    )
-    .bind(&job.job_id)
-    .bind(job.correlation_id)
-    .bind(job.vm_id)
-    .bind(&job.vm_name)
-    .bind(Db(job.job_type))
-    .bind(Db(job.status))
-    .bind(job.current_step.map(Db))
-    .bind(&new.source_vm_spec)
-    .bind(&new.network_mappings)
-    .bind(Json(&job.context))
-    .bind(new.skips.skip_validation)
-    .bind(new.skips.skip_snapshot)
-    .bind(new.skips.skip_virtio_injection)
-    .bind(job.auto_cleanup)
-    .bind(&new.test_duration)
-    .bind(&new.custom_config)
-    .bind(&new.notification_config)
-    .bind(&job.snapshot_name)
-    .bind(job.created_at)
-    .bind(job.rollback_on_failure)
-    .bind(job.cancel_requested)
-    .bind(job.holds_vm)
-    .bind(&job.parent_job_id)
-    .bind(&job.waiting_for)
-    .bind(Json(&job.outputs))
-    .bind(traceparent)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
+/// New jobs, as columns.
+#[derive(Default)]
+struct NewJobs {
+    job_id: Vec<String>,
+    correlation_id: Vec<Uuid>,
+    vm_id: Vec<Uuid>,
+    vm_name: Vec<String>,
+    job_type: Vec<Db<JobType>>,
+    status: Vec<Db<JobStatus>>,
+    current_step: Vec<Option<Db<StepName>>>,
+    source_vm_spec: Vec<String>,
+    network_mappings: Vec<String>,
+    task_context: Vec<String>,
+    skip_validation: Vec<bool>,
+    skip_snapshot: Vec<bool>,
+    skip_virtio_injection: Vec<bool>,
+    auto_cleanup: Vec<bool>,
+    test_duration: Vec<Option<String>>,
+    custom_config: Vec<Option<String>>,
+    notification_config: Vec<Option<String>>,
+    snapshot_name: Vec<Option<String>>,
+    created_at: Vec<DateTime<Utc>>,
+    rollback_on_failure: Vec<bool>,
+    cancel_requested: Vec<bool>,
+    holds_vm: Vec<bool>,
+    parent_job_id: Vec<Option<String>>,
+    waiting_for: Vec<Option<String>>,
+    outputs: Vec<String>,
+    traceparent: Vec<Option<String>>,
+}
+
+impl NewJobs {
+    fn of(effects: &Effects, traces: &Traces) -> Self {
+        let mut n = NewJobs::default();
+        let json = |v: &serde_json::Value| v.to_string();
+        for new in &effects.new_jobs {
+            let job = &new.record;
+            n.job_id.push(job.job_id.clone());
+            n.correlation_id.push(job.correlation_id);
+            n.vm_id.push(job.vm_id);
+            n.vm_name.push(job.vm_name.clone());
+            n.job_type.push(Db(job.job_type));
+            n.status.push(Db(job.status));
+            n.current_step.push(job.current_step.map(Db));
+            n.source_vm_spec.push(new.source_vm_spec.clone());
+            n.network_mappings.push(new.network_mappings.clone());
+            n.task_context
+                .push(serde_json::to_string(&job.context).unwrap_or_else(|_| "{}".into()));
+            n.skip_validation.push(new.skips.skip_validation);
+            n.skip_snapshot.push(new.skips.skip_snapshot);
+            n.skip_virtio_injection
+                .push(new.skips.skip_virtio_injection);
+            n.auto_cleanup.push(job.auto_cleanup);
+            n.test_duration.push(new.test_duration.clone());
+            n.custom_config.push(new.custom_config.as_ref().map(json));
+            n.notification_config
+                .push(new.notification_config.as_ref().map(json));
+            n.snapshot_name.push(job.snapshot_name.clone());
+            n.created_at.push(job.created_at);
+            n.rollback_on_failure.push(job.rollback_on_failure);
+            n.cancel_requested.push(job.cancel_requested);
+            n.holds_vm.push(job.holds_vm);
+            n.parent_job_id.push(job.parent_job_id.clone());
+            n.waiting_for.push(job.waiting_for.clone());
+            n.outputs
+                .push(serde_json::to_string(&job.outputs).unwrap_or_else(|_| "{}".into()));
+            n.traceparent
+                .push(traces.of_job(&job.job_id).map(str::to_owned));
+        }
+        n
+    }
 }
 
 fn millis(d: Duration) -> f64 {

@@ -6,6 +6,8 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use failover_core::admission::RegisteredVm;
+use failover_core::holds::Holder;
+use failover_core::{JobStatus, JobType};
 use failover_core::inventory::{Disk, Nic, OsFamily, VmRegistration};
 
 use super::StoreError;
@@ -104,6 +106,16 @@ pub async fn get(pool: &PgPool, vm_id: Uuid) -> Result<Option<VmRecord>, StoreEr
     Ok(row.map(Into::into))
 }
 
+/// A VM as an admission reads it, locked.
+#[derive(Debug, Clone)]
+pub struct LockedVm {
+    pub vm: RegisteredVm,
+    /// The jobs holding it, oldest first.
+    pub holders: Vec<Holder>,
+    /// Ids of its jobs created lately: the ones a new job's id may collide with.
+    pub recent_job_ids: Vec<String>,
+}
+
 #[derive(sqlx::FromRow)]
 struct LockedVmRow {
     #[sqlx(flatten)]
@@ -111,39 +123,26 @@ struct LockedVmRow {
     now: DateTime<Utc>,
 }
 
-/// Locks the VM's row, so admissions of one VM are serialized, and reads it
-/// with the database's clock.
-pub async fn lock(
-    tx: &mut PgConnection,
+#[derive(sqlx::FromRow)]
+struct VmJobsRow {
     vm_id: Uuid,
-) -> Result<Option<(RegisteredVm, DateTime<Utc>)>, StoreError> {
-    let row: Option<LockedVmRow> = sqlx::query_as(
-        "SELECT vm_id, vm_name, os_family, cpu_count, memory_mb, replication_state, disks, nics,
-                registered_at, updated_at, now() AS now
-         FROM vms WHERE vm_id = $1 FOR UPDATE",
-    )
-    .bind(vm_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    Ok(row.map(|row| {
-        let record = VmRecord::from(row.vm);
-        (
-            RegisteredVm {
-                vm_id: record.vm_id,
-                spec: record.spec,
-            },
-            row.now,
-        )
-    }))
+    holder_ids: Vec<String>,
+    holder_types: Vec<Db<JobType>>,
+    holder_statuses: Vec<Db<JobStatus>>,
+    holder_started: Vec<bool>,
+    recent_job_ids: Vec<String>,
 }
 
-/// Locks the rows of `vm_ids` (in the order of their ids) and reads them,
-/// with the database's clock.
+/// Locks the rows of `vm_ids` (in the order of their ids) and reads them
+/// with their holders and their recent job ids; with the database's clock.
 pub async fn lock_many(
     tx: &mut PgConnection,
     vm_ids: &[Uuid],
-) -> Result<(Vec<RegisteredVm>, Option<DateTime<Utc>>), StoreError> {
-    let rows: Vec<LockedVmRow> = sqlx::query_as(
+) -> Result<(Vec<LockedVm>, Option<DateTime<Utc>>), StoreError> {
+    // The rows first: the holders are read by a statement that starts after
+    // every lock is held, so that it sees what an admission that held one
+    // before committed.
+    let locked: Vec<LockedVmRow> = sqlx::query_as(
         "SELECT vm_id, vm_name, os_family, cpu_count, memory_mb, replication_state, disks, nics,
                 registered_at, updated_at, now() AS now
          FROM vms JOIN unnest($1::uuid[]) AS ids(id) ON vm_id = ids.id
@@ -152,14 +151,60 @@ pub async fn lock_many(
     .bind(vm_ids)
     .fetch_all(&mut *tx)
     .await?;
-    let now = rows.first().map(|r| r.now);
+    let found: Vec<Uuid> = locked.iter().map(|r| r.vm.vm_id).collect();
+    let jobs: Vec<VmJobsRow> = sqlx::query_as(
+        "SELECT ids.id AS vm_id, h.*, r.*
+         FROM unnest($1::uuid[]) AS ids(id),
+         LATERAL (
+             SELECT COALESCE(array_agg(j.job_id ORDER BY j.created_at, j.job_id), '{}') AS holder_ids,
+                    COALESCE(array_agg(j.job_type ORDER BY j.created_at, j.job_id), '{}') AS holder_types,
+                    COALESCE(array_agg(j.status ORDER BY j.created_at, j.job_id), '{}') AS holder_statuses,
+                    COALESCE(array_agg(EXISTS (SELECT 1 FROM failover_job_steps s
+                        WHERE s.job_id = j.job_id AND s.status NOT IN ('pending', 'skipped', 'cancelled'))
+                        ORDER BY j.created_at, j.job_id), '{}') AS holder_started
+             FROM failover_jobs j WHERE j.vm_id = ids.id AND j.holds_vm) h,
+         LATERAL (
+             SELECT COALESCE(array_agg(j.job_id), '{}') AS recent_job_ids
+             FROM failover_jobs j
+             WHERE j.vm_id = ids.id AND j.created_at > now() - interval '5 minutes') r",
+    )
+    .bind(&found)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut jobs: std::collections::HashMap<Uuid, VmJobsRow> =
+        jobs.into_iter().map(|j| (j.vm_id, j)).collect();
+    let rows: Vec<(LockedVmRow, VmJobsRow)> = locked
+        .into_iter()
+        .filter_map(|vm| {
+            let of_vm = jobs.remove(&vm.vm.vm_id)?;
+            Some((vm, of_vm))
+        })
+        .collect();
+    let now = rows.first().map(|(r, _)| r.now);
     let vms = rows
         .into_iter()
-        .map(|row| {
+        .map(|(row, jobs)| {
+            let holders = jobs
+                .holder_ids
+                .into_iter()
+                .zip(jobs.holder_types)
+                .zip(jobs.holder_statuses)
+                .zip(jobs.holder_started)
+                .map(|(((job_id, job_type), status), started)| Holder {
+                    job_id,
+                    job_type: job_type.0,
+                    status: status.0,
+                    started,
+                })
+                .collect();
             let record = VmRecord::from(row.vm);
-            RegisteredVm {
-                vm_id: record.vm_id,
-                spec: record.spec,
+            LockedVm {
+                vm: RegisteredVm {
+                    vm_id: record.vm_id,
+                    spec: record.spec,
+                },
+                holders,
+                recent_job_ids: jobs.recent_job_ids,
             }
         })
         .collect();

@@ -58,6 +58,75 @@ struct LockedRow {
     auto_cleanup_at: Option<DateTime<Utc>>,
     traceparent: Option<String>,
     now: DateTime<Utc>,
+}
+
+const LOCK_JOBS: &str = "SELECT job_id, correlation_id, vm_id, vm_name, job_type, status,
+        current_step, task_context, outputs, destination_vm_id, error_code, error_message,
+        error_step, rollback_on_failure, cancel_requested, holds_vm, parent_job_id,
+        cleanup_job_id, auto_cleanup, test_duration, linstor_snapshot_name, waiting_for,
+        created_at, started_at, completed_at, auto_cleanup_at, traceparent, now() AS now
+    FROM failover_jobs JOIN unnest($1::text[]) AS ids(id) ON job_id = ids.id
+    ORDER BY job_id FOR UPDATE OF failover_jobs";
+
+const LOCK_STEPS: &str = "WITH steps AS (
+        SELECT job_id, step_name, position, status, attempt, worker_id, lease_expires_at, progress,
+               message, error_code, error_message, started_at, completed_at
+        FROM failover_job_steps JOIN unnest($1::text[]) AS ids(id) ON job_id = ids.id
+        ORDER BY job_id, position FOR UPDATE OF failover_job_steps
+    )
+    SELECT job_id,
+           array_agg(step_name ORDER BY position) AS step_name,
+           array_agg(position ORDER BY position) AS step_position,
+           array_agg(status ORDER BY position) AS step_status,
+           array_agg(attempt ORDER BY position) AS step_attempt,
+           array_agg(worker_id ORDER BY position) AS step_worker,
+           array_agg(lease_expires_at ORDER BY position) AS step_lease,
+           array_agg(progress ORDER BY position) AS step_progress,
+           array_agg(message ORDER BY position) AS step_message,
+           array_agg(error_code ORDER BY position) AS step_error_code,
+           array_agg(error_message ORDER BY position) AS step_error_message,
+           array_agg(started_at ORDER BY position) AS step_started,
+           array_agg(completed_at ORDER BY position) AS step_completed
+    FROM steps GROUP BY job_id";
+
+/// Locks `job_id` and its steps and reads them.
+pub async fn lock(tx: &mut PgConnection, job_id: &str) -> Result<Option<Locked>, StoreError> {
+    Ok(lock_many(tx, &[job_id.to_owned()]).await?.pop())
+}
+
+/// Locks jobs (in the order of their ids, the order every writer locks
+/// them in), then their steps, and reads them: the steps are read by a
+/// statement that starts once every job is locked, so it sees every step
+/// the job's previous writer added.
+pub async fn lock_many(
+    tx: &mut PgConnection,
+    job_ids: &[String],
+) -> Result<Vec<Locked>, StoreError> {
+    let jobs: Vec<LockedRow> = sqlx::query_as(LOCK_JOBS)
+        .bind(job_ids)
+        .fetch_all(&mut *tx)
+        .await?;
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<String> = jobs.iter().map(|j| j.job_id.clone()).collect();
+    let steps: Vec<StepsRow> = sqlx::query_as(LOCK_STEPS)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut steps: HashMap<String, StepsRow> =
+        steps.into_iter().map(|s| (s.job_id.clone(), s)).collect();
+    jobs.into_iter()
+        .map(|job| {
+            let of_job = steps.remove(&job.job_id).unwrap_or_default();
+            job.into_locked(of_job)
+        })
+        .collect()
+}
+
+#[derive(sqlx::FromRow, Default)]
+struct StepsRow {
+    job_id: String,
     step_name: Vec<Db<StepName>>,
     step_position: Vec<i32>,
     step_status: Vec<Db<StepStatus>>,
@@ -72,73 +141,29 @@ struct LockedRow {
     step_completed: Vec<Option<DateTime<Utc>>>,
 }
 
-const LOCK_JOBS: &str = "WITH job AS (
-        SELECT job_id, correlation_id, vm_id, vm_name, job_type, status, current_step, task_context,
-               outputs, destination_vm_id, error_code, error_message, error_step, rollback_on_failure,
-               cancel_requested, holds_vm, parent_job_id, cleanup_job_id, auto_cleanup, test_duration,
-               linstor_snapshot_name, waiting_for, created_at, started_at, completed_at,
-               auto_cleanup_at, traceparent
-        FROM failover_jobs JOIN unnest($1::text[]) AS ids(id) ON job_id = ids.id
-        ORDER BY job_id FOR UPDATE OF failover_jobs
-    ), steps AS (
-        SELECT job_id, step_name, position, status, attempt, worker_id, lease_expires_at, progress,
-               message, error_code, error_message, started_at, completed_at
-        FROM failover_job_steps JOIN unnest($1::text[]) AS ids(id) ON job_id = ids.id
-        ORDER BY job_id, position FOR UPDATE OF failover_job_steps
-    )
-    SELECT job.*, now() AS now, s.*
-    FROM job, LATERAL (
-        SELECT array_agg(step_name ORDER BY position) AS step_name,
-               array_agg(position ORDER BY position) AS step_position,
-               array_agg(status ORDER BY position) AS step_status,
-               array_agg(attempt ORDER BY position) AS step_attempt,
-               array_agg(worker_id ORDER BY position) AS step_worker,
-               array_agg(lease_expires_at ORDER BY position) AS step_lease,
-               array_agg(progress ORDER BY position) AS step_progress,
-               array_agg(message ORDER BY position) AS step_message,
-               array_agg(error_code ORDER BY position) AS step_error_code,
-               array_agg(error_message ORDER BY position) AS step_error_message,
-               array_agg(started_at ORDER BY position) AS step_started,
-               array_agg(completed_at ORDER BY position) AS step_completed
-        FROM steps WHERE steps.job_id = job.job_id) s";
-
-/// Locks `job_id` and its steps and reads them, in one statement.
-pub async fn lock(tx: &mut PgConnection, job_id: &str) -> Result<Option<Locked>, StoreError> {
-    Ok(lock_many(tx, &[job_id.to_owned()]).await?.pop())
-}
-
-/// Locks jobs and their steps (in the order of their ids, the order every
-/// writer locks them in) and reads them, in one statement.
-pub async fn lock_many(
-    tx: &mut PgConnection,
-    job_ids: &[String],
-) -> Result<Vec<Locked>, StoreError> {
-    let rows: Vec<LockedRow> = sqlx::query_as(LOCK_JOBS)
-        .bind(job_ids)
-        .fetch_all(&mut *tx)
-        .await?;
-    rows.into_iter().map(LockedRow::into_locked).collect()
-}
-
 impl LockedRow {
-    fn into_locked(self) -> Result<Locked, StoreError> {
-        let steps = (0..self.step_name.len())
+    fn into_locked(self, s: StepsRow) -> Result<Locked, StoreError> {
+        let steps = (0..s.step_name.len())
             .map(|i| {
                 Ok(StepRecord {
-                    name: self.step_name[i].0,
-                    position: *at(&self.step_position, i)?,
-                    status: at(&self.step_status, i)?.0,
-                    attempt: u32::try_from(*at(&self.step_attempt, i)?).unwrap_or_default(),
-                    worker_id: at(&self.step_worker, i)?.clone(),
-                    lease_expires_at: *at(&self.step_lease, i)?,
-                    progress: u32::try_from(*at(&self.step_progress, i)?).unwrap_or_default(),
-                    message: at(&self.step_message, i)?.clone(),
-                    error: at(&self.step_error_code, i)?.map(|code| StepError {
+                    name: s.step_name[i].0,
+                    position: *at(&s.step_position, i)?,
+                    status: at(&s.step_status, i)?.0,
+                    attempt: u32::try_from(*at(&s.step_attempt, i)?).unwrap_or_default(),
+                    worker_id: at(&s.step_worker, i)?.clone(),
+                    lease_expires_at: *at(&s.step_lease, i)?,
+                    progress: u32::try_from(*at(&s.step_progress, i)?).unwrap_or_default(),
+                    message: at(&s.step_message, i)?.clone(),
+                    error: at(&s.step_error_code, i)?.map(|code| StepError {
                         code: code.0,
-                        message: self.step_error_message[i].clone().unwrap_or_default(),
+                        message: at(&s.step_error_message, i)
+                            .ok()
+                            .cloned()
+                            .flatten()
+                            .unwrap_or_default(),
                     }),
-                    started_at: *at(&self.step_started, i)?,
-                    completed_at: *at(&self.step_completed, i)?,
+                    started_at: *at(&s.step_started, i)?,
+                    completed_at: *at(&s.step_completed, i)?,
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
@@ -290,60 +315,6 @@ pub async fn holders(tx: &mut PgConnection, vm_id: Uuid) -> Result<Vec<Holder>, 
             started: r.started,
         })
         .collect())
-}
-
-#[derive(sqlx::FromRow)]
-struct VmHolderRow {
-    vm_id: Uuid,
-    job_id: String,
-    job_type: Db<JobType>,
-    status: Db<JobStatus>,
-    started: bool,
-}
-
-/// The jobs holding each of `vm_ids`, oldest first.
-pub async fn holders_of(
-    tx: &mut PgConnection,
-    vm_ids: &[Uuid],
-) -> Result<HashMap<Uuid, Vec<Holder>>, StoreError> {
-    let rows: Vec<VmHolderRow> = sqlx::query_as(
-        "SELECT j.vm_id, j.job_id, j.job_type, j.status,
-                EXISTS (SELECT 1 FROM failover_job_steps s
-                        WHERE s.job_id = j.job_id AND s.status NOT IN ('pending', 'skipped', 'cancelled')) AS started
-         FROM failover_jobs j JOIN unnest($1::uuid[]) AS ids(id) ON j.vm_id = ids.id
-         WHERE j.holds_vm
-         ORDER BY j.vm_id, j.created_at, j.job_id",
-    )
-    .bind(vm_ids)
-    .fetch_all(&mut *tx)
-    .await?;
-    let mut holders: HashMap<Uuid, Vec<Holder>> = HashMap::new();
-    for row in rows {
-        holders.entry(row.vm_id).or_default().push(Holder {
-            job_id: row.job_id,
-            job_type: row.job_type.0,
-            status: row.status.0,
-            started: row.started,
-        });
-    }
-    Ok(holders)
-}
-
-/// Which ids of the candidate ranges (first and last candidate of each new
-/// job) are ids of existing jobs.
-pub async fn taken_in(
-    tx: &mut PgConnection,
-    ranges: &[(String, String)],
-) -> Result<Vec<String>, StoreError> {
-    let (firsts, lasts): (Vec<String>, Vec<String>) = ranges.iter().cloned().unzip();
-    Ok(sqlx::query_scalar(
-        "SELECT DISTINCT job_id FROM failover_jobs
-         JOIN unnest($1::text[], $2::text[]) AS r(first, last) ON job_id BETWEEN r.first AND r.last",
-    )
-    .bind(firsts)
-    .bind(lasts)
-    .fetch_all(&mut *tx)
-    .await?)
 }
 
 /// Which of `candidates` are ids of existing jobs. The candidates share

@@ -15,6 +15,7 @@ use failover_core::admission::{
     self, AdmissionFacts, CleanupTrigger, FailoverRequest, RegisteredVm,
 };
 use failover_core::effects::Effects;
+use failover_core::holds::Holder;
 use failover_core::rules::Rules;
 use failover_core::job::id_candidates;
 use failover_core::pipeline::JobType;
@@ -285,19 +286,20 @@ impl Admitter {
         let mut vm_ids: Vec<Uuid> = batch.iter().map(|a| a.req.vm_id).collect();
         vm_ids.sort();
         vm_ids.dedup();
-        let (vms, now) = db::inventory::lock_many(&mut tx, &vm_ids).await?;
-        let vms: HashMap<Uuid, RegisteredVm> = vms.into_iter().map(|v| (v.vm_id, v)).collect();
+        let (locked, now) = db::inventory::lock_many(&mut tx, &vm_ids).await?;
         let now = now.unwrap_or_else(chrono::Utc::now);
-        let mut holders = db::jobs::holders_of(&mut tx, &vm_ids).await?;
+        let mut taken: Vec<String> = Vec::new();
+        let mut holders: HashMap<Uuid, Vec<Holder>> = HashMap::new();
+        let mut vms: HashMap<Uuid, RegisteredVm> = HashMap::new();
+        for vm in locked {
+            taken.extend(vm.recent_job_ids);
+            holders.insert(vm.vm.vm_id, vm.holders);
+            vms.insert(vm.vm.vm_id, vm.vm);
+        }
         let candidates: Vec<Vec<String>> = batch
             .iter()
             .map(|a| id_candidates(a.req.job_type, a.req.vm_id, now))
             .collect();
-        let ranges: Vec<(String, String)> = candidates
-            .iter()
-            .filter_map(|c| Some((c.first()?.clone(), c.last()?.clone())))
-            .collect();
-        let mut taken = db::jobs::taken_in(&mut tx, &ranges).await?;
         let mut effects = Effects::default();
         let mut traces = Traces::default();
         let mut outcomes = Vec::with_capacity(batch.len());
